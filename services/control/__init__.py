@@ -1,0 +1,1 @@
+"""Control: pause, resume and revoke any task; expire pauses; recover tasks whose worker died."""

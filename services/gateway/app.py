@@ -1,0 +1,40 @@
+"""create_app: the gateway composes the services' resources into one WSGI app."""
+
+from __future__ import annotations
+
+import falcon
+
+from services import upload
+from services.control.commands import TaskControl
+from services.control.resources import (
+    PauseResource,
+    ResumeResource,
+    RevokeResource,
+    TaskListResource,
+    TaskResource,
+)
+from services.gateway.health import LiveResource, ReadyResource
+from services.gateway.middleware import ApiKeyAuth, RequestId
+from services.gateway.problems import handle_unexpected, serialize_problem
+from services.upload.resources import UploadResource
+
+TASK_KINDS = (upload.KIND,)
+
+
+def create_app(db, broker, settings) -> falcon.App:
+    """The gateway app. Its collaborators (database, broker, settings) are passed in, never imported."""
+    app = falcon.App(middleware=[RequestId(), ApiKeyAuth(db)])
+    app.req_options.strip_url_path_trailing_slash = True
+    app.set_error_serializer(serialize_problem)
+    app.add_error_handler(Exception, handle_unexpected)
+
+    control = TaskControl(db, broker, settings)
+    app.add_route("/api/upload-file", UploadResource(db, broker, settings))
+    app.add_route("/api/pause/{task_id:uuid}", PauseResource(control))
+    app.add_route("/api/resume/{task_id:uuid}", ResumeResource(control))
+    app.add_route("/api/revoke/{task_id:uuid}", RevokeResource(control))
+    app.add_route("/api/tasks", TaskListResource(db, TASK_KINDS))
+    app.add_route("/api/tasks/{task_id:uuid}", TaskResource(db))
+    app.add_route("/health/live", LiveResource())
+    app.add_route("/health/ready", ReadyResource(db, settings.redis_url))
+    return app

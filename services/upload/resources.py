@@ -1,0 +1,83 @@
+"""HTTP resources of the upload service."""
+
+from __future__ import annotations
+
+import falcon
+
+from services import upload
+from services.gateway.problems import Problem
+from services.upload.csv_format import BadHeader, read_header
+from shared import storage
+from shared import tasks as t
+from shared.broker import send_task_message
+
+# Allowance for the multipart envelope around the file when checking Content-Length up front.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+class _PrefixedStream:
+    """A stream that first yields bytes already read from another stream, then the rest of it."""
+
+    def __init__(self, head: bytes, rest) -> None:
+        self._head = head
+        self._rest = rest
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            out, self._head = self._head[:size], self._head[size:]
+            return out
+        return self._rest.read(size)
+
+
+class UploadResource:
+    def __init__(self, db, broker, settings) -> None:
+        self.db = db
+        self.broker = broker
+        self.settings = settings
+
+    def _too_large(self) -> Problem:
+        return Problem(falcon.HTTP_413, f"the file is larger than MAX_UPLOAD_BYTES ({self.settings.max_upload_bytes} bytes)",
+                       title="Payload Too Large", max_upload_bytes=self.settings.max_upload_bytes)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not (req.content_type or "").lower().startswith("multipart/form-data"):
+            raise Problem(falcon.HTTP_415, "send the CSV as multipart/form-data with the file in the field 'file'",
+                          title="Unsupported Media Type")
+        limit = self.settings.max_upload_bytes
+        if req.content_length is not None and req.content_length > limit + MULTIPART_OVERHEAD:
+            raise self._too_large()
+        try:
+            form = req.get_media()
+            for part in form:
+                if part.name == "file":
+                    task = self._store(req.context.caller, part)
+                    break
+            else:
+                raise Problem(falcon.HTTP_400, "the multipart body has no field named 'file'", parameter="file")
+        except storage.FileTooLarge:
+            raise self._too_large() from None
+        except falcon.MediaMalformedError as exc:
+            raise Problem(falcon.HTTP_400, f"the multipart body could not be parsed: {exc.description}") from None
+        send_task_message(self.broker, task.queue_name, task.actor_name, task.id)
+        resp.status = falcon.HTTP_202
+        resp.set_header("Location", f"/api/tasks/{task.id}/")
+        resp.media = task.to_json()
+
+    def _store(self, caller, part) -> t.Task:
+        """Stream the file into storage and create its task, in one transaction: all or nothing."""
+        head = part.stream.read(storage.CHUNK_BYTES)
+        try:
+            read_header(head)
+        except BadHeader as exc:
+            raise Problem(falcon.HTTP_422, f"the file cannot be imported: {exc}", title="Bad CSV Header") from None
+        with self.db.transaction() as cur:
+            file_id = storage.create_file(cur, organization_id=caller.organization_id, purpose="upload",
+                                          filename=part.secure_filename if part.filename else None)
+            size = storage.write_stream(cur, file_id, _PrefixedStream(head, part.stream), self.settings.max_upload_bytes)
+            task = t.create_task(
+                cur, organization_id=caller.organization_id, kind=upload.KIND, queue_name=upload.QUEUE,
+                actor_name=upload.ACTOR, progress_unit="bytes", actor=caller.actor,
+                params={"file_id": str(file_id), "filename": part.filename, "size_bytes": size},
+            )
+            storage.attach_to_task(cur, file_id, task.id)
+        return task

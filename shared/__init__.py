@@ -1,0 +1,1 @@
+"""Code every Collect Tasks service shares: configuration, database, task state, control."""

@@ -1,0 +1,38 @@
+"""The Dramatiq broker every process shares, and the messages the control core sends by name.
+
+Messages are addressed by queue and actor name (both stored on the task), so the control service can
+wake an upload or export worker without importing that service's code.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from periodiq import PeriodiqMiddleware
+
+CONTROL_QUEUE = "control"
+EXPIRE_PAUSE_ACTOR = "expire_pause"
+
+
+def create_broker(redis_url: str, db) -> RedisBroker:
+    """A Redis broker with the task-control middleware, installed as Dramatiq's global broker."""
+    from shared.control_middleware import TaskControl
+
+    broker = RedisBroker(url=redis_url)
+    broker.add_middleware(PeriodiqMiddleware(skip_delay=30))
+    broker.add_middleware(TaskControl(db))
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def send_task_message(broker: dramatiq.Broker, queue_name: str, actor_name: str, task_id) -> None:
+    """Ask the task's service to act on it (run, continue from its checkpoint, or roll back)."""
+    broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=(str(task_id),),
+                                    kwargs={}, options={}))
+
+
+def schedule_pause_expiry(broker: dramatiq.Broker, task_id, delay_seconds: float) -> None:
+    """Wake the control service when a pause should expire (the periodic sweep is the safety net)."""
+    message = dramatiq.Message(queue_name=CONTROL_QUEUE, actor_name=EXPIRE_PAUSE_ACTOR,
+                               args=(str(task_id),), kwargs={}, options={})
+    broker.enqueue(message, delay=int(delay_seconds * 1000) + 250)

@@ -1,0 +1,66 @@
+"""One typed settings object, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    redis_url: str | None
+    port: int = 8000
+    pause_timeout_seconds: int = 300
+    max_upload_bytes: int = 1024 * 1024 * 1024
+    export_retention_hours: int = 72
+    # A worker holds a task for this long after each batch; a crashed worker's task is taken over after it.
+    task_lease_seconds: int = 30
+    upload_batch_rows: int = 5000
+    export_batch_rows: int = 10000
+    data_dir: Path = Path(".data")
+    db_pool_size: int = 10
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            redis_url=env.get("REDIS_URL") or None,
+            port=_int(env, "PORT", 8000, minimum=1),
+            pause_timeout_seconds=_int(env, "PAUSE_TIMEOUT_SECONDS", 300, minimum=1),
+            max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 1024 * 1024 * 1024, minimum=1),
+            export_retention_hours=_int(env, "EXPORT_RETENTION_HOURS", 72, minimum=1),
+            task_lease_seconds=_int(env, "TASK_LEASE_SECONDS", 30, minimum=1),
+            upload_batch_rows=_int(env, "UPLOAD_BATCH_ROWS", 5000, minimum=1),
+            export_batch_rows=_int(env, "EXPORT_BATCH_ROWS", 10000, minimum=1),
+            data_dir=Path(env.get("COLLECT_DATA_DIR") or ".data"),
+            db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=2),
+        )
+
+    def with_urls(self, database_url: str, redis_url: str) -> Settings:
+        return replace(self, database_url=database_url, redis_url=redis_url)
+
+    def require_urls(self) -> tuple[str, str]:
+        """Both connection URLs; raises ConfigError when either is missing."""
+        if not self.database_url or not self.redis_url:
+            raise ConfigError("DATABASE_URL and REDIS_URL must be set (or run `collect up` to start embedded ones)")
+        return self.database_url, self.redis_url

@@ -1,0 +1,27 @@
+"""The collaborators of one worker or gateway process, built once from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import dramatiq
+
+from shared.broker import create_broker
+from shared.config import Settings
+from shared.db import Database
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    db: Database
+    broker: dramatiq.Broker
+
+
+@cache
+def runtime() -> Runtime:
+    settings = Settings.from_env()
+    database_url, redis_url = settings.require_urls()
+    db = Database(database_url, maxconn=settings.db_pool_size)
+    return Runtime(settings=settings, db=db, broker=create_broker(redis_url, db))

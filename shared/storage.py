@@ -1,0 +1,164 @@
+"""File storage in PostgreSQL, reachable from every gateway and worker machine.
+
+A file is a row in stored_files plus 1 MiB chunks in stored_file_chunks. Writes happen in the caller's
+transaction, so an upload is stored whole or not at all, and an export's bytes commit with its checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+
+CHUNK_BYTES = 1024 * 1024
+
+
+class FileTooLarge(Exception):
+    """The file grew past the allowed size."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"file is larger than the {limit}-byte limit")
+        self.limit = limit
+
+
+def create_file(cur, *, organization_id, purpose: str, filename: str | None, task_id=None) -> uuid.UUID:
+    file_id = uuid.uuid4()
+    cur.execute(
+        "INSERT INTO stored_files (id, organization_id, task_id, purpose, filename) VALUES (%s, %s, %s, %s, %s)",
+        (file_id, organization_id, task_id, purpose, filename),
+    )
+    return file_id
+
+
+def attach_to_task(cur, file_id: uuid.UUID, task_id: uuid.UUID) -> None:
+    cur.execute("UPDATE stored_files SET task_id = %s WHERE id = %s", (task_id, file_id))
+
+
+def write_stream(cur, file_id: uuid.UUID, stream, limit: int | None = None) -> int:
+    """Copy a readable byte stream into the file, chunk by chunk; returns its size.
+
+    Raises FileTooLarge as soon as more than `limit` bytes have been read."""
+    size = 0
+    seq = 0
+    while True:
+        chunk = _read_full(stream, CHUNK_BYTES)
+        if not chunk:
+            break
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise FileTooLarge(limit)
+        cur.execute(
+            "INSERT INTO stored_file_chunks (file_id, seq, data) VALUES (%s, %s, %s)", (file_id, seq, chunk)
+        )
+        seq += 1
+    cur.execute("UPDATE stored_files SET size_bytes = %s WHERE id = %s", (size, file_id))
+    return size
+
+
+def _read_full(stream, size: int) -> bytes:
+    parts = []
+    remaining = size
+    while remaining:
+        part = stream.read(remaining)
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
+
+
+def append(cur, file_id: uuid.UUID, data: bytes, size_before: int) -> int:
+    """Append bytes to a file whose current size is `size_before`; returns the new size.
+
+    Chunks are rewritten in place so that a file always consists of CHUNK_BYTES-sized chunks."""
+    if not data:
+        return size_before
+    offset = size_before
+    view = memoryview(data)
+    while view:
+        seq, within = divmod(offset, CHUNK_BYTES)
+        room = CHUNK_BYTES - within
+        piece = bytes(view[:room])
+        if within:
+            cur.execute(
+                "UPDATE stored_file_chunks SET data = data || %s WHERE file_id = %s AND seq = %s",
+                (piece, file_id, seq),
+            )
+        else:
+            cur.execute(
+                "INSERT INTO stored_file_chunks (file_id, seq, data) VALUES (%s, %s, %s)", (file_id, seq, piece)
+            )
+        offset += len(piece)
+        view = view[room:]
+    cur.execute("UPDATE stored_files SET size_bytes = %s WHERE id = %s", (offset, file_id))
+    return offset
+
+
+def truncate(cur, file_id: uuid.UUID, size: int) -> None:
+    """Cut the file back to `size` bytes (undoing appends that a checkpoint does not cover)."""
+    seq, within = divmod(size, CHUNK_BYTES)
+    cur.execute("DELETE FROM stored_file_chunks WHERE file_id = %s AND seq > %s", (file_id, seq))
+    if within:
+        cur.execute(
+            "UPDATE stored_file_chunks SET data = substring(data FROM 1 FOR %s) WHERE file_id = %s AND seq = %s",
+            (within, file_id, seq),
+        )
+    else:
+        cur.execute("DELETE FROM stored_file_chunks WHERE file_id = %s AND seq = %s", (file_id, seq))
+    cur.execute("UPDATE stored_files SET size_bytes = %s WHERE id = %s", (size, file_id))
+
+
+def file_info(cur, file_id: uuid.UUID) -> dict | None:
+    cur.execute("SELECT * FROM stored_files WHERE id = %s", (file_id,))
+    return cur.fetchone()
+
+
+def delete_task_files(cur, task_id: uuid.UUID) -> int:
+    cur.execute("DELETE FROM stored_files WHERE task_id = %s", (task_id,))
+    return cur.rowcount
+
+
+def delete_file(cur, file_id: uuid.UUID) -> None:
+    cur.execute("DELETE FROM stored_files WHERE id = %s", (file_id,))
+
+
+def iter_chunks(db, file_id: uuid.UUID, offset: int = 0) -> Iterator[bytes]:
+    """The file's bytes from `offset`, one chunk per short transaction (no transaction is held between
+    chunks, so a slow reader blocks nothing)."""
+    seq, within = divmod(offset, CHUNK_BYTES)
+    while True:
+        with db.transaction() as cur:
+            cur.execute(
+                "SELECT data FROM stored_file_chunks WHERE file_id = %s AND seq = %s", (file_id, seq)
+            )
+            row = cur.fetchone()
+        if row is None:
+            return
+        data = bytes(row["data"])
+        if within:
+            data = data[within:]
+            within = 0
+        if data:
+            yield data
+        seq += 1
+
+
+class ChunkReader(io.RawIOBase):
+    """A raw binary stream over a stored file from a byte offset, for io.BufferedReader."""
+
+    def __init__(self, db, file_id: uuid.UUID, offset: int = 0) -> None:
+        self._chunks = iter_chunks(db, file_id, offset)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self._pending:
+            self._pending = memoryview(next(self._chunks, b""))
+            if not self._pending:
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
