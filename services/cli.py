@@ -1,0 +1,144 @@
+"""The `collect` command: run the whole stack, migrate, manage API keys."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from shared.config import Settings
+from shared.db import Database
+from shared.migrate import migrate
+
+# One Dramatiq worker process per service domain: (queue, module with its actors, threads).
+WORKER_DOMAINS = (
+    ("upload", "services.upload.actors", 4),
+    ("control", "services.control.actors", 2),
+)
+SCHEDULER_MODULE = "services.control.actors"
+
+
+def _settings_with_database(start_redis: bool = False) -> tuple[Settings, object | None]:
+    """Settings whose URLs point at real servers: the environment's, or embedded ones started now."""
+    settings = Settings.from_env()
+    if settings.database_url and (settings.redis_url or not start_redis):
+        return settings, None
+    from shared.embedded import EmbeddedServices
+
+    embedded = EmbeddedServices(settings.data_dir).start(with_redis=start_redis and not settings.redis_url)
+    return settings.with_urls(settings.database_url or embedded.database_url,
+                              settings.redis_url or embedded.redis_url), embedded
+
+
+@click.group()
+def main() -> None:
+    """Collect Tasks: pausable, resumable, revocable upload and export tasks."""
+
+
+@main.command("migrate")
+def migrate_command() -> None:
+    """Bring the database schema up to date."""
+    settings, embedded = _settings_with_database()
+    applied = migrate(settings.database_url)
+    click.echo(f"{applied} migration(s) applied")
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys."""
+
+
+@keys.command("create")
+@click.option("--org", "organization", required=True, help="Organization name (created if needed).")
+def keys_create(organization: str) -> None:
+    """Create an API key for an organization; the key is the last line printed."""
+    settings, embedded = _settings_with_database()
+    migrate(settings.database_url)
+    click.echo(f"API key for organization {organization!r} (shown once, store it safely):")
+    click.echo(_create_key(settings, organization))
+
+
+def _create_key(settings: Settings, organization: str) -> str:
+    from shared import orgs
+
+    db = Database(settings.database_url, maxconn=2)
+    try:
+        with db.transaction() as cur:
+            return orgs.create_api_key(cur, organization)
+    finally:
+        db.close()
+
+
+@main.command()
+@click.option("--dev-key/--no-dev-key", default=False, help="Print a new API key for the 'development' organization.")
+def up(dev_key: bool) -> None:
+    """Run the gateway (gunicorn), one worker per service domain and the scheduler, until interrupted."""
+    settings, embedded = _settings_with_database(start_redis=True)
+    migrate(settings.database_url)
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+    python_bin = os.path.dirname(sys.executable)
+    commands = [
+        [os.path.join(python_bin, "gunicorn"), "--bind", f"0.0.0.0:{settings.port}", "--worker-class", "gthread",
+         "--workers", os.environ.get("GATEWAY_WORKERS", "2"), "--threads", "8", "--timeout", "120",
+         "services.gateway.wsgi:app"],
+        *[[os.path.join(python_bin, "dramatiq"), module, "--queues", queue, "--processes", "1",
+           "--threads", str(threads)] for queue, module, threads in WORKER_DOMAINS],
+        [os.path.join(python_bin, "periodiq"), SCHEDULER_MODULE],
+    ]
+    children = [subprocess.Popen(command, env=env) for command in commands]
+    stopping = False
+
+    def stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    _wait_until_ready(settings.port, children)
+    click.echo(f"Collect Tasks is running at http://localhost:{settings.port}/ (health: /health/ready)")
+    if dev_key:
+        click.echo("Development API key (organization 'development'):")
+        click.echo(_create_key(settings, "development"))
+    exit_code = 0
+    try:
+        while not stopping:
+            for child in children:
+                if child.poll() is not None:
+                    click.echo(f"{child.args[0]} exited with {child.returncode}; stopping", err=True)
+                    stopping, exit_code = True, 1
+            time.sleep(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + 15
+        for child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if embedded is not None:
+            embedded.stop()
+    sys.exit(exit_code)
+
+
+def _wait_until_ready(port: int, children, timeout: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children):
+            return
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    main()
