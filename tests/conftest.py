@@ -1,0 +1,163 @@
+"""Test fixtures: a fresh database and Redis db on the real servers, the gateway app, a worker.
+
+DATABASE_URL / REDIS_URL name the servers (embedded ones are started when unset). The tests never touch
+the databases they name: they create their own database (COLLECT_TEST_DB, default collect_tests) on that
+server and use Redis logical db COLLECT_TEST_REDIS_DB (default 15), flushing it first.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+import redis
+from psycopg2 import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+_embedded = None
+
+
+def _with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=path))
+
+
+def _recreate_database(server_url: str, name: str) -> None:
+    conn = psycopg2.connect(server_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    conn.close()
+
+
+def pytest_configure(config):
+    """Point every process of the test run at the test database before any service module is imported."""
+    global _embedded
+    base_db, base_redis = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
+    if not base_db or not base_redis:
+        from shared.embedded import EmbeddedServices
+
+        _embedded = EmbeddedServices(ROOT / ".data" / "test").start(with_redis=not base_redis)
+        base_db = base_db or _embedded.database_url
+        base_redis = base_redis or _embedded.redis_url
+    db_name = os.environ.get("COLLECT_TEST_DB", "collect_tests")
+    _recreate_database(base_db, db_name)
+    test_db = _with_path(base_db, f"/{db_name}")
+    test_redis = _with_path(base_redis, f"/{os.environ.get('COLLECT_TEST_REDIS_DB', '15')}")
+    redis.Redis.from_url(test_redis).flushdb()
+    os.environ.update({
+        "DATABASE_URL": test_db,
+        "REDIS_URL": test_redis,
+        "UPLOAD_BATCH_ROWS": "200",
+        "EXPORT_BATCH_ROWS": "200",
+        "TASK_LEASE_SECONDS": "3",
+    })
+    from shared.migrate import migrate
+
+    migrate(test_db)
+
+
+def pytest_unconfigure(config):
+    if _embedded is not None:
+        _embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def rt():
+    from shared.runtime import runtime
+
+    return runtime()
+
+
+@pytest.fixture(scope="session")
+def worker(rt):
+    """An in-process Dramatiq worker consuming every service queue."""
+    import dramatiq
+
+    import services.control.actors  # noqa: F401  (declares the actors)
+    import services.upload.actors  # noqa: F401
+
+    worker = dramatiq.Worker(rt.broker, worker_threads=4, worker_timeout=50)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def app(rt):
+    from services.gateway.app import create_app
+
+    return create_app(rt.db, rt.broker, rt.settings)
+
+
+@pytest.fixture
+def client(app):
+    from falcon import testing
+
+    return testing.TestClient(app)
+
+
+def new_key(rt, organization: str | None = None) -> str:
+    from shared import orgs
+
+    with rt.db.transaction() as cur:
+        return orgs.create_api_key(cur, organization or f"org-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def api_key(rt) -> str:
+    return new_key(rt)
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.02):
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def multipart(data: bytes, filename: str = "responses.csv", field: str = "file") -> tuple[bytes, dict]:
+    boundary = "collect" + uuid.uuid4().hex
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        "Content-Type: text/csv\r\n\r\n"
+    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def upload(client, key: str, data: bytes, **kwargs):
+    body, headers = multipart(data, **kwargs)
+    return client.simulate_post("/api/upload-file/", body=body, headers={**headers, **auth(key)})
+
+
+def get_task(client, key: str, task_id: str) -> dict:
+    result = client.simulate_get(f"/api/tasks/{task_id}/", headers=auth(key))
+    assert result.status_code == 200, result.text
+    return result.json
+
+
+def wait_for_state(client, key: str, task_id: str, *states: str, timeout: float = 60) -> dict:
+    return wait_for(lambda: (lambda task: task if task["state"] in states else None)(get_task(client, key, task_id)),
+                    timeout=timeout)
+
+
+def count_responses(rt, task_id: str | None = None) -> int:
+    with rt.db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM responses WHERE %s::uuid IS NULL OR upload_task_id = %s::uuid",
+                    (task_id, task_id))
+        return cur.fetchone()["n"]

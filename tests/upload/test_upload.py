@@ -1,0 +1,120 @@
+"""Upload: counts, rejections, duplicates, header errors and the size cap."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from falcon import testing
+
+from services.upload.sample_data import csv_bytes
+from tests.conftest import auth, count_responses, multipart, upload, wait_for_state
+
+HEADER = "response_id,form_id,submitted_at,name,city\n"
+
+
+def test_upload_inserts_rows_and_reports_counts(client, api_key, worker, rt):
+    # Given a file with good rows, a duplicate, malformed rows and a blank line
+    data = (
+        HEADER
+        + "6f1d7a2c-1111-4a8e-9d5e-0c1b2a3d4e5f,f1,2024-01-02T03:04:05Z,Zoë,\"Paris, FR\"\n"
+        + "6F1D7A2C-2222-4A8E-9D5E-0C1B2A3D4E5F,f1,2024-01-02,\"multi\nline\",Pune\n"
+        + "not-a-uuid,f1,2024-01-02,x,y\n"
+        + "6f1d7a2c-3333-4a8e-9d5e-0c1b2a3d4e5f,f1,yesterday,x,y\n"
+        + "6f1d7a2c-4444-4a8e-9d5e-0c1b2a3d4e5f,f1,2024-01-02\n"
+        + "\n"
+        + "6f1d7a2c-1111-4a8e-9d5e-0c1b2a3d4e5f,f1,2024-01-02T03:04:05Z,again,\n"
+    ).encode()
+    # When it is uploaded
+    result = upload(client, api_key, data)
+    assert result.status_code == 202, result.text
+    assert result.json["state"] == "queued"
+    task = wait_for_state(client, api_key, result.json["task_id"], "completed")
+    # Then the good rows are inserted, the rest counted with line numbers and reasons
+    assert task["result"]["rows_inserted"] == 2
+    assert task["result"]["rows_skipped_duplicate"] == 1
+    assert task["result"]["rows_rejected"] == 3
+    assert [r["line"] for r in task["result"]["rejections"]] == [5, 6, 7]
+    assert "not a UUID" in task["result"]["rejections"][0]["reason"]
+    assert "ISO-8601" in task["result"]["rejections"][1]["reason"]
+    assert "expected 5 columns, found 3" in task["result"]["rejections"][2]["reason"]
+    assert task["progress"]["done"] == task["progress"]["total"] == len(data)
+    with rt.db.transaction() as cur:
+        cur.execute("SELECT answers, submitted_at FROM responses WHERE response_id = %s",
+                    ("6f1d7a2c-2222-4a8e-9d5e-0c1b2a3d4e5f",))
+        row = cur.fetchone()
+    assert row["answers"] == {"name": "multi\nline", "city": "Pune"}
+    assert row["submitted_at"].isoformat() == "2024-01-02T00:00:00+00:00"
+
+
+def test_only_first_100_rejections_are_kept(client, api_key, worker):
+    data = (HEADER + "".join(f"bad-{i},f1,2024-01-01,a,b\n" for i in range(150))).encode()
+    task_id = upload(client, api_key, data).json["task_id"]
+    task = wait_for_state(client, api_key, task_id, "completed")
+    assert task["result"]["rows_rejected"] == 150
+    assert len(task["result"]["rejections"]) == 100
+    assert task["result"]["rejections"][-1]["line"] == 101
+
+
+def test_generated_file_uploads_completely(client, api_key, worker, rt):
+    result = upload(client, api_key, csv_bytes(1000, seed=7))
+    task = wait_for_state(client, api_key, result.json["task_id"], "completed")
+    assert task["result"] == {"rows_inserted": 1000, "rows_skipped_duplicate": 0, "rows_rejected": 0,
+                              "rejections": []}
+    assert count_responses(rt, task["task_id"]) == 1000
+
+
+def test_bad_headers_are_refused_before_anything_is_stored(client, api_key, rt):
+    cases = {
+        b"": "empty",
+        b"\n\n": "empty",
+        b"response_id,form_id,name\nx,y,z\n": "submitted_at",
+        b"response_id,form_id,submitted_at,a,a\n": "more than once",
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR": "not CSV",
+        b"\xff\xfe\xfdresponse_id": "UTF-8",
+    }
+    with rt.db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM stored_files")
+        files_before = cur.fetchone()["n"]
+    for data, expected in cases.items():
+        result = upload(client, api_key, data)
+        assert result.status_code == 422, (data, result.text)
+        assert result.headers["content-type"] == "application/problem+json"
+        assert expected in result.json["detail"], (data, result.json)
+    with rt.db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM stored_files")
+        assert cur.fetchone()["n"] == files_before
+
+
+def test_file_over_the_size_cap_is_refused_with_413(rt, api_key):
+    from services.gateway.app import create_app
+
+    small = dataclasses.replace(rt.settings, max_upload_bytes=1000)
+    client = testing.TestClient(create_app(rt.db, rt.broker, small))
+    data = csv_bytes(100)
+    assert len(data) > 1000
+    result = upload(client, api_key, data)
+    assert result.status_code == 413
+    assert "MAX_UPLOAD_BYTES" in result.json["detail"]
+    # A body far over the cap is refused from its Content-Length alone.
+    body, headers = multipart(b"x" * 200_000)
+    result = client.simulate_post("/api/upload-file/", body=body, headers={**headers, **auth(api_key)})
+    assert result.status_code == 413
+    # And a file under the cap still goes through.
+    assert upload(client, api_key, csv_bytes(2)).status_code == 202
+
+
+def test_upload_request_errors(client, api_key):
+    assert client.simulate_post("/api/upload-file/", body=b"a,b", headers={
+        "Content-Type": "text/csv", **auth(api_key)}).status_code == 415
+    body, headers = multipart(b"response_id,form_id,submitted_at\n", field="other")
+    result = client.simulate_post("/api/upload-file/", body=body, headers={**headers, **auth(api_key)})
+    assert result.status_code == 400
+    assert "'file'" in result.json["detail"]
+
+
+def test_api_requires_a_valid_key(client):
+    assert client.simulate_get("/api/tasks/").status_code == 401
+    result = client.simulate_get("/api/tasks/", headers=auth("ck_nope"))
+    assert result.status_code == 401
+    assert result.headers["www-authenticate"].startswith("Bearer")
+    assert result.json["status"] == 401
