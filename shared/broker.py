@@ -14,11 +14,11 @@ CONTROL_QUEUE = "control"
 EXPIRE_PAUSE_ACTOR = "expire_pause"
 
 
-def create_broker(redis_url: str, db) -> RedisBroker:
+def create_broker(redis_url: str, db, namespace: str = "dramatiq") -> RedisBroker:
     """A Redis broker with the task-control middleware, installed as Dramatiq's global broker."""
     from shared.control_middleware import TaskControl
 
-    broker = RedisBroker(url=redis_url)
+    broker = RedisBroker(url=redis_url, namespace=namespace)
     broker.add_middleware(PeriodiqMiddleware(skip_delay=30))
     broker.add_middleware(TaskControl(db))
     dramatiq.set_broker(broker)

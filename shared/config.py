@@ -38,6 +38,8 @@ class Settings:
     export_batch_rows: int = 10000
     data_dir: Path = Path(".data")
     db_pool_size: int = 10
+    # Prefix of the broker's Redis keys: separate namespaces on one Redis never see each other's messages.
+    broker_namespace: str = "dramatiq"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -54,6 +56,7 @@ class Settings:
             export_batch_rows=_int(env, "EXPORT_BATCH_ROWS", 10000, minimum=1),
             data_dir=Path(env.get("COLLECT_DATA_DIR") or ".data"),
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=2),
+            broker_namespace=env.get("BROKER_NAMESPACE") or "dramatiq",
         )
 
     def with_urls(self, database_url: str, redis_url: str) -> Settings:

@@ -96,6 +96,23 @@ def app(rt):
     return create_app(rt.db, rt.broker, rt.settings)
 
 
+@pytest.fixture(scope="session")
+def idle_app(rt):
+    """The gateway with a broker whose queues no worker consumes: its tasks stay queued."""
+    from dramatiq.brokers.redis import RedisBroker
+
+    from services.gateway.app import create_app
+
+    return create_app(rt.db, RedisBroker(url=rt.settings.redis_url, namespace="idle"), rt.settings)
+
+
+@pytest.fixture
+def idle_client(idle_app):
+    from falcon import testing
+
+    return testing.TestClient(idle_app)
+
+
 @pytest.fixture
 def client(app):
     from falcon import testing
