@@ -59,6 +59,9 @@ class BatchJob(Protocol):
     def rollback(self, cur, task: Task) -> None:
         """Undo every effect of the task other than its stored files (those are deleted by the runner)."""
 
+    def close(self) -> None:
+        """Release what the job holds between batches (threads, readers); called when the run ends."""
+
 
 def worker_name() -> str:
     return f"worker:{socket.gethostname()}:{os.getpid()}"
@@ -81,6 +84,13 @@ class BatchRunner:
             task = t.claim(cur, task_id, owner, lease, actor)
         if task is None:
             return None
+        try:
+            return self._run_claimed(job, task, owner, actor)
+        finally:
+            job.close()
+
+    def _run_claimed(self, job: BatchJob, task: Task, owner: uuid.UUID, actor: str) -> TaskState | None:
+        task_id, lease = task.id, self.settings.task_lease_seconds
         if task.state is TaskState.REVOKING:
             return self._revoke(job, task, owner, actor)
         if task.state is TaskState.PAUSING:

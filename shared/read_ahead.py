@@ -1,0 +1,59 @@
+"""ReadAhead: produce the next items of an iterator in a background thread while the caller works on the
+current one (e.g. parse batch k+1 while batch k is in PostgreSQL; psycopg2 releases the GIL while it
+waits on the server, so the two overlap)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+_DONE = object()
+
+
+class ReadAhead(Generic[T]):
+    def __init__(self, source: Iterator[T], depth: int = 2) -> None:
+        self._source = source
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="read-ahead", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            for item in self._source:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            self._queue.put((_DONE, None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._queue.put((_DONE, exc))
+
+    def __iter__(self) -> ReadAhead[T]:
+        return self
+
+    def __next__(self) -> T:
+        item, error = self._queue.get()
+        if error is not None:
+            raise error
+        if item is _DONE:
+            self._queue.put((_DONE, None))
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stop producing; returns once the background thread has ended."""
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join(0.05)
