@@ -118,3 +118,20 @@ def test_api_requires_a_valid_key(client):
     assert result.status_code == 401
     assert result.headers["www-authenticate"].startswith("Bearer")
     assert result.json["status"] == 401
+
+
+def test_rows_already_stored_are_skipped_and_counted(client, api_key, worker, rt):
+    # Given 300 responses already imported
+    first = csv_bytes(300, seed=21)
+    first_task = wait_for_state(client, api_key, upload(client, api_key, first).json["task_id"], "completed")
+    assert first_task["result"]["rows_inserted"] == 300
+    # When a file holding those 300 and 500 new ones (spread over several batches) is uploaded
+    header, _, rows = first.partition(b"\n")
+    new_rows = csv_bytes(500, seed=22).partition(b"\n")[2]
+    task_id = upload(client, api_key, header + b"\n" + new_rows + rows).json["task_id"]
+    task = wait_for_state(client, api_key, task_id, "completed")
+    # Then only the new ones are inserted, and the old ones keep their original upload
+    assert task["result"]["rows_inserted"] == 500
+    assert task["result"]["rows_skipped_duplicate"] == 300
+    assert count_responses(rt, task_id) == 500
+    assert count_responses(rt, first_task["task_id"]) == 300
