@@ -25,6 +25,7 @@ from services.upload.csv_format import (
     parse_response_id,
     parse_submitted_at,
     read_header,
+    timestamp_for_copy,
 )
 from shared import storage
 from shared.batch_runner import Batch, TaskFailed
@@ -54,7 +55,8 @@ WHERE NOT EXCLUDED.questions <@ forms.questions
 """
 _DELETE_INSERTED = "DELETE FROM responses WHERE organization_id = %s AND upload_task_id = %s"
 
-_encode_answers = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# The C string encoder behind json.dumps(..., ensure_ascii=False).
+_json_string = json.encoder.encode_basestring
 
 
 def _copy_text(value: str) -> str:
@@ -76,20 +78,27 @@ class ParsedBatch:
     repeated_in_batch: int = 0
     rejected: int = 0
     rejections: list[dict[str, Any]] = field(default_factory=list)
-    questions_seen: dict[str, set[str]] = field(default_factory=dict)
+    # Forms that got answers to questions they had none for yet: all their answered questions, in order.
+    questions_seen: dict[str, list[str]] = field(default_factory=dict)
     finished: bool = False
 
 
 def parse_batches(stream: CsvStream, header: Header, batch_rows: int, organization_id, task_id
                   ) -> Iterator[ParsedBatch]:
     """Cut the stream into batches of `batch_rows` records (valid or not)."""
-    rid, fid, sat, questions = header.response_id, header.form_id, header.submitted_at, header.questions
+    rid, fid, sat = header.response_id, header.form_id, header.submitted_at
+    question_index = [i for i, _ in header.questions]
+    # The answers' JSON is assembled from pre-encoded keys: the hot loop encodes only the values.
+    key_prefixes = [_json_string(name) + ":" for _, name in header.questions]
     width = len(header.columns)
     prefix, suffix = f"{organization_id}\t", f"\t{task_id}\n"
     records = stream.records()
+    # Per form, the question positions no row of it has answered yet.
+    unanswered: dict[str, set[int]] = {}
     while True:
         batch = ParsedBatch(start_offset=stream.offset)
         seen_ids: set[str] = set()
+        new_forms: set[str] = set()
         count = 0
         for line, row in records:
             reason = None
@@ -118,19 +127,27 @@ def parse_batches(stream: CsvStream, header: Header, batch_rows: int, organizati
                 batch.repeated_in_batch += 1
             else:
                 seen_ids.add(response_id)
-                answers = {name: row[i] for i, name in questions if row[i]}
-                seen = batch.questions_seen.get(form_id)
-                if seen is None:
-                    batch.questions_seen[form_id] = set(answers)
-                elif not seen.issuperset(answers):
-                    seen.update(answers)
+                waiting = unanswered.get(form_id)
+                if waiting is None:
+                    waiting = unanswered[form_id] = set(question_index)
+                if waiting:
+                    answered = {i for i in waiting if row[i]}
+                    if answered:
+                        waiting -= answered
+                        new_forms.add(form_id)
+                answers = ",".join([key + _json_string(row[i])
+                                    for key, i in zip(key_prefixes, question_index) if row[i]])
                 batch.ids.append(response_id)
-                batch.lines.append(f"{prefix}{response_id}\t{_copy_text(form_id)}\t{submitted_at.isoformat()}\t"
-                                   f"{_copy_text(_encode_answers(answers))}{suffix}")
+                batch.lines.append(f"{prefix}{response_id}\t{_copy_text(form_id)}\t"
+                                   f"{timestamp_for_copy(row[sat], submitted_at)}\t"
+                                   f"{{{_copy_text(answers)}}}{suffix}")
             if count >= batch_rows:
                 break
         else:
             batch.finished = True
+        for form_id in new_forms:
+            waiting = unanswered[form_id]
+            batch.questions_seen[form_id] = [name for i, name in header.questions if i not in waiting]
         batch.end_offset, batch.end_line = stream.offset, stream.line
         yield batch
         if batch.finished:
@@ -178,10 +195,10 @@ class UploadJob:
             checkpoint = self._start(task)
         parsed = self._next_parsed(task, checkpoint)
         cur.execute("SET LOCAL synchronous_commit = off")
+        cur.execute("SET LOCAL TimeZone = 'UTC'")
         inserted = self._insert(cur, task, parsed) if parsed.lines else 0
-        for form_id, seen in parsed.questions_seen.items():
-            ordered = [name for name in checkpoint["columns"] if name in seen]
-            cur.execute(_REMEMBER_QUESTIONS, {"org": task.organization_id, "form": form_id, "questions": ordered})
+        for form_id, questions in parsed.questions_seen.items():
+            cur.execute(_REMEMBER_QUESTIONS, {"org": task.organization_id, "form": form_id, "questions": questions})
         rejections = checkpoint["rejections"]
         if len(rejections) < MAX_REJECTIONS_KEPT and parsed.rejections:
             rejections = (rejections + parsed.rejections)[:MAX_REJECTIONS_KEPT]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import timezone
 
 from falcon import testing
 
@@ -135,3 +136,25 @@ def test_rows_already_stored_are_skipped_and_counted(client, api_key, worker, rt
     assert task["result"]["rows_skipped_duplicate"] == 300
     assert count_responses(rt, task_id) == 500
     assert count_responses(rt, first_task["task_id"]) == 300
+
+
+def test_submitted_at_forms_are_stored_as_the_instant_they_name(client, api_key, worker, rt):
+    cases = {
+        "2024-03-01": "2024-03-01T00:00:00+00:00",
+        "2024-03-01T10:20": "2024-03-01T10:20:00+00:00",
+        "2024-03-01 10:20:30.5": "2024-03-01T10:20:30.500000+00:00",
+        "2024-03-01T10:20:30Z": "2024-03-01T10:20:30+00:00",
+        "2024-03-01T10:20:30+05:30": "2024-03-01T04:50:30+00:00",
+        "2024-03-01T10:20:30-0800": "2024-03-01T18:20:30+00:00",
+        "20240301T102030": "2024-03-01T10:20:30+00:00",
+        "2024-W09-5T10:20:30": "2024-03-01T10:20:30+00:00",
+    }
+    ids = {f"00000000-0000-4000-8000-{n:012d}": value for n, value in enumerate(cases)}
+    data = "response_id,form_id,submitted_at\n" + "".join(f"{rid},f,{value}\n" for rid, value in ids.items())
+    task_id = upload(client, api_key, data.encode()).json["task_id"]
+    assert wait_for_state(client, api_key, task_id, "completed")["result"]["rows_inserted"] == len(cases)
+    with rt.db.transaction() as cur:
+        cur.execute("SELECT response_id::text AS id, submitted_at FROM responses WHERE upload_task_id = %s", (task_id,))
+        stored = {row["id"]: row["submitted_at"].astimezone(timezone.utc).isoformat()
+                  for row in cur.fetchall()}
+    assert {ids[rid]: value for rid, value in stored.items()} == cases
