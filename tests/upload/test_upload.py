@@ -158,3 +158,11 @@ def test_submitted_at_forms_are_stored_as_the_instant_they_name(client, api_key,
         stored = {row["id"]: row["submitted_at"].astimezone(timezone.utc).isoformat()
                   for row in cur.fetchall()}
     assert {ids[rid]: value for rid, value in stored.items()} == cases
+
+
+def test_the_uploaded_file_is_deleted_once_imported(client, api_key, worker, rt):
+    task_id = upload(client, api_key, csv_bytes(50)).json["task_id"]
+    wait_for_state(client, api_key, task_id, "completed")
+    with rt.db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM stored_files WHERE task_id = %s", (task_id,))
+        assert cur.fetchone()["n"] == 0
