@@ -12,12 +12,16 @@ import logging
 import os
 import socket
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import psycopg2.errors
 
 from shared import storage
 from shared import tasks as t
 from shared.broker import schedule_pause_expiry
+from shared.control_middleware import ControlMiddleware
 from shared.tasks import Task, TaskState
 
 logger = logging.getLogger(__name__)
@@ -97,19 +101,29 @@ class BatchRunner:
             return self._confirm_pause(task, owner, actor)
 
         checkpoint = task.checkpoint
+        control = ControlMiddleware.of(self.broker)
         try:
             while True:
-                with self.db.transaction() as cur:
-                    batch = job.run_batch(cur, task, checkpoint)
-                    state = t.save_progress(cur, task_id, owner, lease, checkpoint=batch.checkpoint,
-                                            done=batch.done, total=batch.total)
+                try:
+                    with self.db.transaction() as cur:
+                        with control.interruptible(task_id, cur.connection) if control else nullcontext():
+                            batch = job.run_batch(cur, task, checkpoint)
+                        state = t.save_progress(cur, task_id, owner, lease, checkpoint=batch.checkpoint,
+                                                done=batch.done, total=batch.total)
+                        if state is None or state is TaskState.REVOKING:
+                            raise _StopBatch(state)
+                        if batch.finished:
+                            t.apply(cur, t.COMPLETE, task_id, actor=actor, reason="all batches done",
+                                    lease_owner=owner, result=batch.result or {})
+                            logger.info("task %s completed", task_id)
+                            return TaskState.COMPLETED
+                except psycopg2.errors.QueryCanceled:
+                    # A stop request cut the batch short; it rolled back and is redone from the checkpoint.
+                    state = self._current_state(task_id, owner)
                     if state is None or state is TaskState.REVOKING:
-                        raise _StopBatch(state)
-                    if batch.finished:
-                        t.apply(cur, t.COMPLETE, task_id, actor=actor, reason="all batches done",
-                                lease_owner=owner, result=batch.result or {})
-                        logger.info("task %s completed", task_id)
-                        return TaskState.COMPLETED
+                        raise _StopBatch(state) from None
+                    if state is TaskState.RUNNING:
+                        continue
                 if state is TaskState.PAUSING:
                     return self._confirm_pause(task, owner, actor)
                 checkpoint = batch.checkpoint
@@ -123,6 +137,11 @@ class BatchRunner:
         except Exception as exc:
             logger.exception("task %s failed unexpectedly", task_id)
             return self._fail(job, task, owner, actor, {"code": "internal_error", "message": str(exc)})
+
+    def _current_state(self, task_id: uuid.UUID, owner: uuid.UUID) -> TaskState | None:
+        """The task's state, or None when this run no longer holds it."""
+        with self.db.transaction() as cur:
+            return t.renew_lease(cur, task_id, owner, self.settings.task_lease_seconds)
 
     def _confirm_pause(self, task: Task, owner: uuid.UUID, actor: str) -> TaskState:
         with self.db.transaction() as cur:

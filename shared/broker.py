@@ -16,11 +16,11 @@ EXPIRE_PAUSE_ACTOR = "expire_pause"
 
 def create_broker(redis_url: str, db, namespace: str = "dramatiq") -> RedisBroker:
     """A Redis broker with the task-control middleware, installed as Dramatiq's global broker."""
-    from shared.control_middleware import TaskControl
+    from shared.control_middleware import ControlMiddleware
 
     broker = RedisBroker(url=redis_url, namespace=namespace)
     broker.add_middleware(PeriodiqMiddleware(skip_delay=30))
-    broker.add_middleware(TaskControl(db))
+    broker.add_middleware(ControlMiddleware(db))
     dramatiq.set_broker(broker)
     return broker
 

@@ -1,14 +1,22 @@
-"""TaskControl: keeps a worker from running a task that the control service has stopped.
+"""ControlMiddleware: the worker side of pause and revoke.
 
-The authoritative stop signal is the task's state in PostgreSQL, which the batch runner reads back in
-the same statement that commits each batch (see shared.batch_runner). This middleware guards the other
-end: a message of a task that is paused, finished, revoked, or held by a live worker is skipped before
-the actor runs, and task actors are never retried by Dramatiq (the runner records failures itself).
+PostgreSQL is the source of truth: the batch runner reads the task's state back in the statement that
+commits each batch, so a stop request is always answered at the next batch boundary. This middleware makes
+the answer fast and keeps stale work away:
+
+* It listens on a Redis channel where the control service announces stop requests. If the named task is
+  in the middle of a batch in this worker, the batch's database statement is cancelled: the batch rolls
+  back (it is redone from the checkpoint on resume) and the runner stops at once instead of finishing it.
+* Before an actor runs, a message of a task that is paused, finished, revoked, or held by a live worker is
+  skipped (duplicate or stale messages are harmless).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+import time
 import uuid
 
 import dramatiq
@@ -17,11 +25,84 @@ from dramatiq.middleware import Middleware, SkipMessage
 logger = logging.getLogger(__name__)
 
 
-class TaskControl(Middleware):
+def stop_channel(broker: dramatiq.Broker) -> str:
+    return f"{getattr(broker, 'namespace', 'dramatiq')}:task-stop"
+
+
+def announce_stop(broker: dramatiq.Broker, task_id) -> None:
+    """Tell every worker that the task should stop (pause or revoke) without waiting for its batch."""
+    try:
+        broker.client.publish(stop_channel(broker), str(task_id))
+    except Exception:  # the batch boundary still stops it: this is only the fast path
+        logger.warning("could not announce the stop of task %s", task_id, exc_info=True)
+
+
+class ControlMiddleware(Middleware):
     actor_options = {"controls_task"}
 
     def __init__(self, db) -> None:
         self.db = db
+        self._in_batch: dict[str, object] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._listener: threading.Thread | None = None
+
+    @classmethod
+    def of(cls, broker: dramatiq.Broker) -> ControlMiddleware | None:
+        return next((m for m in broker.middleware if isinstance(m, cls)), None)
+
+    # -- stop requests -----------------------------------------------------------------------------------
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker) -> None:
+        self._stopping.clear()
+        self._listener = threading.Thread(target=self._listen, args=(broker,), name="task-stop", daemon=True)
+        self._listener.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker) -> None:
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.join(2)
+
+    def _listen(self, broker: dramatiq.Broker) -> None:
+        while not self._stopping.is_set():
+            pubsub = broker.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(stop_channel(broker))
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None:
+                        self.interrupt(message["data"].decode())
+            except Exception:
+                if self._stopping.is_set():
+                    return
+                logger.warning("stop-request listener lost Redis; retrying", exc_info=True)
+                time.sleep(1)
+            finally:
+                pubsub.close()
+
+    @contextlib.contextmanager
+    def interruptible(self, task_id, connection):
+        """While the block runs, a stop request for the task cancels `connection`'s current statement."""
+        key = str(task_id)
+        with self._lock:
+            self._in_batch[key] = connection
+        try:
+            yield
+        finally:
+            # Under the lock: once this returns, no cancel for this batch can still be on its way.
+            with self._lock:
+                self._in_batch.pop(key, None)
+
+    def interrupt(self, task_id: str) -> bool:
+        with self._lock:
+            connection = self._in_batch.get(task_id)
+            if connection is None:
+                return False
+            connection.cancel()
+        logger.info("task %s: stop requested, cancelling its batch", task_id)
+        return True
+
+    # -- stale messages ----------------------------------------------------------------------------------
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
         actor = broker.get_actor(message.actor_name)

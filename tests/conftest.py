@@ -43,7 +43,7 @@ def pytest_configure(config):
     if not base_db or not base_redis:
         from shared.embedded import EmbeddedServices
 
-        _embedded = EmbeddedServices(ROOT / ".data" / "test").start(with_redis=not base_redis)
+        _embedded = EmbeddedServices(ROOT / ".data" / "test").start(with_redis=not base_redis, redis_port=None)
         base_db = base_db or _embedded.database_url
         base_redis = base_redis or _embedded.redis_url
     db_name = os.environ.get("COLLECT_TEST_DB", "collect_tests")

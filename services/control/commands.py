@@ -10,6 +10,7 @@ import uuid
 from shared import storage
 from shared import tasks as t
 from shared.broker import schedule_pause_expiry, send_task_message
+from shared.control_middleware import announce_stop
 from shared.tasks import Task, TaskState
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class TaskControl:
                                 pause_timeout=self.settings.pause_timeout_seconds)
         if task.state is TaskState.PAUSED:
             schedule_pause_expiry(self.broker, task.id, self.settings.pause_timeout_seconds)
+        else:
+            announce_stop(self.broker, task.id)
         return task
 
     def resume(self, organization_id: uuid.UUID, task_id: uuid.UUID, actor: str) -> Task:
@@ -67,6 +70,7 @@ class TaskControl:
             if task.state is TaskState.REVOKED:
                 storage.delete_task_files(cur, task.id)
         if task.state is TaskState.REVOKING:
+            announce_stop(self.broker, task.id)
             self._wake(task)
         return task
 

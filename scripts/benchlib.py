@@ -1,0 +1,97 @@
+"""What the benchmark scripts share: a dedicated database, and the stack (gateway + workers) as processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import redis
+from psycopg2 import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shared.migrate import migrate  # noqa: E402
+
+NAMESPACE = "bench"
+
+
+def server_urls() -> tuple[str, str]:
+    return (os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres",
+            os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    """Drop and create database `name` on the server, migrate it; returns its URL."""
+    conn = psycopg2.connect(server_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    conn.close()
+    url = urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    migrate(url)
+    return url
+
+
+@contextlib.contextmanager
+def stack(database_url: str, redis_url: str, port: int, queues: tuple[str, ...] = ("upload",)):
+    """Gateway (gunicorn) and one worker process per queue, on a broker namespace of their own."""
+    client = redis.Redis.from_url(redis_url)
+    stale = client.keys(f"{NAMESPACE}:*")
+    if stale:
+        client.delete(*stale)
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "BROKER_NAMESPACE": NAMESPACE}
+    bin_dir = Path(sys.executable).parent
+    procs = [subprocess.Popen([str(bin_dir / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                               "--worker-class", "gthread", "--threads", "4", "services.gateway.wsgi:app"],
+                              env=env, cwd=ROOT, stderr=subprocess.DEVNULL)]
+    for queue in queues:
+        procs.append(subprocess.Popen([str(bin_dir / "dramatiq"), f"services.{queue}.actors", "--queues", queue,
+                                       "--processes", "1", "--threads", "1"],
+                                      env=env, cwd=ROOT, stderr=subprocess.DEVNULL))
+    try:
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        time.sleep(1.5)  # let the workers finish booting
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+
+
+def call(method: str, url: str, key: str) -> tuple[int, dict]:
+    request = urllib.request.Request(url, method=method, headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def post_file(base: str, key: str, path: Path) -> str:
+    out = subprocess.run(["curl", "-sS", "-f", "-H", f"Authorization: Bearer {key}", "-F", f"file=@{path}",
+                          f"{base}/api/upload-file/"], check=True, capture_output=True)
+    return json.loads(out.stdout)["task_id"]
+
+
+def wait_state(base: str, key: str, task_id: str, states: tuple[str, ...], interval: float = 0.05) -> dict:
+    while True:
+        _, task = call("GET", f"{base}/api/tasks/{task_id}/", key)
+        if task["state"] in states:
+            return task
+        time.sleep(interval)
