@@ -38,6 +38,8 @@ class Settings:
     export_batch_rows: int = 10000
     data_dir: Path = Path(".data")
     db_pool_size: int = 10
+    # /health/{service} warns when a queued message has waited longer than this.
+    queue_age_warn_seconds: int = 60
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -54,6 +56,7 @@ class Settings:
             export_batch_rows=_int(env, "EXPORT_BATCH_ROWS", 10000, minimum=1),
             data_dir=Path(env.get("COLLECT_DATA_DIR") or ".data"),
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=2),
+            queue_age_warn_seconds=_int(env, "QUEUE_AGE_WARN_SECONDS", 60, minimum=1),
         )
 
     def with_urls(self, database_url: str, redis_url: str) -> Settings:
