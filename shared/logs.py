@@ -19,7 +19,7 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 task_id: ContextVar[str | None] = ContextVar("task_id", default=None)
 
 # gunicorn passes its access-log atoms as the record's args: these are the ones worth a field.
-_ACCESS_ATOMS = {"method": "m", "path": "U", "query": "q", "status": "s", "bytes": "B", "duration_ms": "M",
+_ACCESS_ATOMS = {"method": "m", "path": "U", "query": "q", "status": "s", "bytes": "B", "duration_us": "D",
                  "remote_addr": "h", "user_agent": "a", "request_id": "{x-request-id}o"}
 
 

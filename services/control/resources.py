@@ -251,6 +251,12 @@ class TaskListResource:
     def __init__(self, db, kinds: tuple[str, ...]) -> None:
         self.db = db
         self.kinds = kinds
+        # Documents the `kind` filter with the kinds this app was composed with.
+        self.openapi_components = {"parameters": {"task_kind": {
+            "name": "kind", "in": "query", "required": False, "style": "form", "explode": True,
+            "description": "Only tasks of these kinds (repeat the parameter, or separate with commas).",
+            "schema": {"type": "array", "items": {"type": "string", "enum": list(kinds)}},
+        }}}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """The caller's tasks, newest first, a page at a time.
@@ -271,13 +277,7 @@ class TaskListResource:
                                              failed]}
               style: form
               explode: true
-            - name: kind
-              in: query
-              required: false
-              description: Only tasks of these kinds (`upload`, `export`).
-              schema: {type: array, items: {type: string}}
-              style: form
-              explode: true
+            - task_kind
             - name: limit
               in: query
               required: false
