@@ -300,6 +300,7 @@ class TaskListResource:
                       limit: {type: integer}
                       offset: {type: integer}
                       next: {type: string}
+                  examples: {page: {$ref: '#/components/examples/TaskPage'}}
             400: {$ref: '#/components/responses/BadRequest'}
         """
         unknown = sorted(set(req.params) - {"state", "kind", "limit", "offset"})

@@ -129,6 +129,9 @@ def build_spec(app: falcon.App, *, title: str = "Collect Tasks API",
         spec.components.response(name, response)
     for name, example in TASK_EXAMPLES.items():
         spec.components.example(name, {"value": example})
+    spec.components.example("TaskPage", {"value": {
+        "tasks": [TASK_EXAMPLES["TaskRunning"]], "total": 3, "limit": 1, "offset": 0,
+        "next": "/api/tasks/?state=running&state=paused&limit=1&offset=1"}})
 
     registered: set[tuple[str, str]] = set()
     parameter_names: dict[str, str] = {}  # component name -> the parameter's name
