@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from shared.heartbeat_middleware import KEY_PREFIX
+from shared.heartbeat_middleware import heartbeat_key
 
 HEALTH_JSON = "application/health+json"
 # The services whose workers report heartbeats; each one's worker consumes the queue of its name.
@@ -103,10 +103,10 @@ def _check_redis(redis_url: str, timeout: float) -> dict[str, Any]:
         client.close()
 
 
-def live_workers(client: redis.Redis, service: str) -> list[dict[str, Any]]:
+def live_workers(client: redis.Redis, service: str, namespace: str = "dramatiq") -> list[dict[str, Any]]:
     """The heartbeats of the live workers that consume the service's queue."""
     beats = []
-    for key in client.scan_iter(match=KEY_PREFIX + "*", count=500):
+    for key in client.scan_iter(match=heartbeat_key(namespace, "*"), count=500):
         raw = client.get(key)
         if raw is None:  # expired since the scan saw it
             continue
@@ -150,7 +150,7 @@ def service_health(redis_url: str, service: str, *, queue_age_warn_seconds: floa
     now = _now_iso()
     client = redis_client(redis_url, timeout)
     try:
-        workers = live_workers(client, service)
+        workers = live_workers(client, service, namespace)
         depth = client.llen(f"{namespace}:{service}")
         oldest = oldest_message_age(client, service, namespace)
     except redis.RedisError as exc:

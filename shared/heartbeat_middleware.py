@@ -1,8 +1,9 @@
 """Heartbeat: every worker says, every few seconds, that it is alive and which queues it consumes.
 
-Each worker process writes one Redis key, `collect:heartbeat:<worker id>`, holding its queues, and
-renews it every HEARTBEAT_SECONDS with a time-to-live of a few beats: a worker that dies or hangs simply
-disappears. shared.service_health reads these keys to count a service's live workers.
+Each worker writes one Redis key, `<broker namespace>:collect.heartbeat.<worker id>` (beside Dramatiq's
+own keys), holding its queues, and renews it every HEARTBEAT_SECONDS with a time-to-live of a few
+beats: a worker that dies or hangs simply disappears. shared.health reads these keys to count a
+service's live workers.
 """
 
 from __future__ import annotations
@@ -20,17 +21,21 @@ from dramatiq.middleware import Middleware
 
 logger = logging.getLogger(__name__)
 
-KEY_PREFIX = "collect:heartbeat:"
+KEY_PREFIX = "collect.heartbeat."
 HEARTBEAT_SECONDS = 5
 # Three missed beats and the worker counts as gone.
 HEARTBEAT_TTL_SECONDS = 3 * HEARTBEAT_SECONDS
+
+
+def heartbeat_key(namespace: str, worker_id: str) -> str:
+    return f"{namespace}:{KEY_PREFIX}{worker_id}"
 
 
 def consumed_queues(broker: dramatiq.Broker, worker: dramatiq.Worker) -> list[str]:
     """The worker's queues by their canonical names (without Dramatiq's delay/dead-letter suffixes)."""
     from dramatiq.common import q_name
 
-    names = worker.queues if worker.queues else broker.get_declared_queues()
+    names = worker.consumer_whitelist or broker.get_declared_queues()
     return sorted({q_name(name) for name in names if not name.endswith(".XQ")})
 
 
@@ -43,10 +48,10 @@ class Heartbeat(Middleware):
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        beat = {"worker_id": worker_id, "queues": consumed_queues(broker, worker), "pid": os.getpid(),
-                "host": socket.gethostname(), "started_at": time.time()}
-        key, stop = KEY_PREFIX + worker_id, threading.Event()
-        thread = threading.Thread(target=self._beat, args=(broker.client, key, beat, stop), name="heartbeat",
+        beat = {"worker_id": worker_id, "pid": os.getpid(), "host": socket.gethostname(),
+                "started_at": time.time()}
+        key, stop = heartbeat_key(broker.namespace, worker_id), threading.Event()
+        thread = threading.Thread(target=self._beat, args=(broker, worker, key, beat, stop), name="heartbeat",
                                   daemon=True)
         self._beats[id(worker)] = (key, stop, thread)
         thread.start()
@@ -62,10 +67,12 @@ class Heartbeat(Middleware):
         except Exception:  # the key expires anyway
             logger.warning("could not remove heartbeat %s", key, exc_info=True)
 
-    def _beat(self, client, key: str, beat: dict, stop: threading.Event) -> None:
+    def _beat(self, broker, worker, key: str, beat: dict, stop: threading.Event) -> None:
         while not stop.is_set():
+            # Queues declared after boot are consumed too (unless the worker was given a list).
+            beat = {**beat, "queues": consumed_queues(broker, worker), "beat_at": time.time()}
             try:
-                client.set(key, json.dumps({**beat, "beat_at": time.time()}), px=int(self.ttl * 1000))
+                broker.client.set(key, json.dumps(beat), px=int(self.ttl * 1000))
             except Exception:  # Redis away for a moment: the next beat tries again
                 logger.warning("heartbeat to Redis failed", exc_info=True)
             stop.wait(self.interval)

@@ -8,8 +8,9 @@ import tempfile
 
 from tests.conftest import ROOT
 
-OPERATIONS = ["/api/upload-file/", "/api/pause/{task_id}/", "/api/resume/{task_id}/", "/api/revoke/{task_id}/",
-              "/api/tasks/", "/api/tasks/{task_id}/", "/health/live", "/health/ready", "/health/{service}"]
+OPERATIONS = ["/api/upload-file/", "/api/pause/{task_id}/", "/api/resume/{task_id}/",
+              "/api/revoke/{task_id}/", "/api/tasks/", "/api/tasks/{task_id}/", "/health/live",
+              "/health/ready", "/health/{service}"]
 
 
 def chromium() -> str:

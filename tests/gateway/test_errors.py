@@ -73,8 +73,8 @@ def test_bad_parameters_are_400_problems(client, api_key, rt):
     assert_problem(client.simulate_post(f"/api/pause/{uuid.uuid4()}/", params={"wait": "soon"},
                                         headers=auth(api_key)), 400, parameter="wait")
     assert_problem(client.simulate_get("/api/tasks/", params={"limit": "0"}, headers=auth(api_key)), 400)
-    assert_problem(client.simulate_get("/api/tasks/", params={"state": "sleeping"}, headers=auth(api_key)), 400,
-                   parameter="state")
+    assert_problem(client.simulate_get("/api/tasks/", params={"state": "sleeping"}, headers=auth(api_key)),
+                   400, parameter="state")
     task = unstarted_task(rt, api_key)
     assert_problem(client.simulate_get(f"/api/tasks/{task.id}/", params={"events": "perhaps"},
                                        headers=auth(api_key)), 400)
@@ -88,7 +88,8 @@ def test_missing_or_bad_key_is_a_401_problem(client):
 
 
 def test_upload_errors_are_413_415_422_problems(rt, api_key, client):
-    small = testing.TestClient(create_app(rt.db, rt.broker, dataclasses.replace(rt.settings, max_upload_bytes=100)))
+    small_settings = dataclasses.replace(rt.settings, max_upload_bytes=100)
+    small = testing.TestClient(create_app(rt.db, rt.broker, small_settings))
     assert_problem(upload(small, api_key, b"response_id,form_id,submitted_at\n" + b"x" * 200), 413,
                    max_upload_bytes=100)
     assert_problem(client.simulate_post("/api/upload-file/", body=b"a,b",

@@ -60,12 +60,14 @@ def test_the_contract_paths_and_parameters(document):
     for action in ("pause", "resume", "revoke"):
         operation = resolve(document, paths[f"/api/{action}/{{task_id}}/"]["post"])
         assert "wait" in {p["name"] for p in operation["parameters"]}
-        assert paths[f"/api/{action}/{{task_id}}/"]["parameters"][0]["schema"] == {"type": "string", "format": "uuid"}
+        task_id = paths[f"/api/{action}/{{task_id}}/"]["parameters"][0]
+        assert task_id["schema"] == {"type": "string", "format": "uuid"}
     listing = resolve(document, paths["/api/tasks/"]["get"])
     assert {p["name"] for p in listing["parameters"]} == {"state", "kind", "limit", "offset"}
     kind = next(p for p in listing["parameters"] if p["name"] == "kind")
     assert kind["schema"]["items"]["enum"] == ["upload"]
-    body = resolve(document, paths["/api/upload-file/"]["post"])["requestBody"]["content"]["multipart/form-data"]
+    request_body = resolve(document, paths["/api/upload-file/"]["post"])["requestBody"]
+    body = request_body["content"]["multipart/form-data"]
     assert body["schema"]["properties"]["file"] == {"type": "string", "format": "binary",
                                                     "description": "The CSV file (UTF-8)."}
     service = resolve(document, paths["/health/{service}"]["get"])["parameters"]
