@@ -7,10 +7,12 @@ The gateway serves them under /health/ and `collect health` prints them, from th
 from __future__ import annotations
 
 import json
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg2
 import redis
 
 from shared.heartbeat_middleware import heartbeat_key
@@ -82,10 +84,16 @@ def readiness(db, redis_url: str, timeout: float = 2.0) -> dict[str, Any]:
 
 def _check_postgres(db, timeout: float) -> dict[str, Any]:
     observation = {"componentType": "datastore", "time": _now_iso()}
+    # A connection of its own, not the pool's: connecting is bounded by the timeout too, and a busy
+    # pool does not make the service look down.
     try:
-        with db.transaction() as cur:
-            cur.execute("SET LOCAL statement_timeout = %s", (int(timeout * 1000),))
-            cur.execute("SELECT 1")
+        conn = psycopg2.connect(db.dsn, connect_timeout=max(1, math.ceil(timeout)),
+                                options=f"-c statement_timeout={int(timeout * 1000)}")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        finally:
+            conn.close()
         return {**observation, "status": "pass"}
     except Exception as exc:  # any failure means "not ready", whatever its cause
         return {**observation, "status": "fail", "output": str(exc).strip()}

@@ -7,6 +7,7 @@ import dataclasses
 from falcon import testing
 
 from services.gateway.app import create_app
+from shared.db import Database
 from tests.conftest import wait_for
 
 HEALTH_JSON = "application/health+json"
@@ -37,6 +38,16 @@ def test_ready_and_services_fail_with_503_when_redis_is_unreachable(rt):
         assert result.headers["content-type"] == HEALTH_JSON
         assert result.json["status"] == "fail"
     assert client.simulate_get("/health/live").status_code == 200
+
+
+def test_ready_fails_with_503_when_postgresql_is_unreachable(rt):
+    client = testing.TestClient(create_app(Database("postgresql://postgres@127.0.0.1:1/none"), rt.broker,
+                                           rt.settings))
+    result = client.simulate_get("/health/ready")
+    assert result.status_code == 503
+    checks = result.json["checks"]
+    assert checks["postgresql:connection"][0]["status"] == "fail"
+    assert checks["redis:connection"][0]["status"] == "pass"
 
 
 def test_a_service_with_a_live_worker_passes(client, worker):
