@@ -11,6 +11,8 @@ from shared.tasks import TaskState
 
 MAX_WAIT_SECONDS = 30
 PAGE_SIZE_MAX = 200
+# Far past any real list, and inside PostgreSQL's bigint (a larger OFFSET was a 500).
+OFFSET_MAX = 2**31 - 1
 
 
 def task_not_found(task_id) -> Problem:
@@ -285,7 +287,7 @@ class TaskListResource:
             - name: offset
               in: query
               required: false
-              schema: {type: integer, minimum: 0, default: 0}
+              schema: {type: integer, minimum: 0, maximum: 2147483647, default: 0}
           responses:
             200:
               description: A page of tasks; `next` is the URL of the next page, when there is one.
@@ -314,7 +316,7 @@ class TaskListResource:
                 raise Problem(falcon.HTTP_400, f"{name} must be one of {', '.join(allowed)}; got {', '.join(bad)}",
                               parameter=name)
         limit = req.get_param_as_int("limit", min_value=1, max_value=PAGE_SIZE_MAX, default=50)
-        offset = req.get_param_as_int("offset", min_value=0, default=0)
+        offset = req.get_param_as_int("offset", min_value=0, max_value=OFFSET_MAX, default=0)
         with self.db.transaction() as cur:
             found, total = t.list_tasks(cur, req.context.caller.organization_id, states=states, kinds=kinds,
                                         limit=limit, offset=offset)
