@@ -38,7 +38,8 @@ def create_app(db, broker, settings) -> falcon.App:
     app.add_route("/api/tasks/{task_id:uuid}", TaskResource(db))
     app.add_route("/health/live", LiveResource())
     app.add_route("/health/ready", ReadyResource(db, settings.redis_url))
-    app.add_route("/health/{service}",
-                  ServiceHealthResource(settings.redis_url, settings.queue_age_warn_seconds))
+    service_health = ServiceHealthResource(settings.redis_url, settings.queue_age_warn_seconds,
+                                           namespace=broker.namespace)
+    app.add_route("/health/{service}", service_health)
     add_docs_routes(app)
     return app

@@ -100,10 +100,13 @@ class ServiceHealthResource:
                                    "schema": {"type": "string", "enum": list(SERVICES)}}},
     }
 
-    def __init__(self, redis_url: str, queue_age_warn_seconds: float, timeout: float = 2.0) -> None:
+    def __init__(self, redis_url: str, queue_age_warn_seconds: float, timeout: float = 2.0,
+                 namespace: str = "dramatiq") -> None:
         self.redis_url = redis_url
         self.queue_age_warn_seconds = queue_age_warn_seconds
         self.timeout = timeout
+        # The broker's key prefix: queues and heartbeats live under it.
+        self.namespace = namespace
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, service: str) -> None:
         """How many of a service's workers are alive, its queue depth and the age of its oldest queued
@@ -124,4 +127,5 @@ class ServiceHealthResource:
             raise Problem(falcon.HTTP_404, f"no service {service!r}; the services are {', '.join(SERVICES)}",
                           title="Unknown Service")
         _reply(resp, health.service_health(self.redis_url, service, timeout=self.timeout,
+                                           namespace=self.namespace,
                                            queue_age_warn_seconds=self.queue_age_warn_seconds))
