@@ -12,6 +12,7 @@ import click
 
 from shared.config import Settings
 from shared.db import Database
+from shared.health import SERVICES
 from shared.migrate import migrate
 
 # One Dramatiq worker process per service domain: (queue, module with its actors, threads).
@@ -20,6 +21,8 @@ WORKER_DOMAINS = (
     ("control", "services.control.actors", 2),
 )
 SCHEDULER_MODULE = "services.control.actors"
+# JSON log lines (shared.logs) from gunicorn too.
+GUNICORN_CONFIG = "python:services.gateway.gunicorn_config"
 
 
 def _settings_with_database(start_redis: bool = False) -> tuple[Settings, object | None]:
@@ -82,11 +85,13 @@ def up(dev_key: bool) -> None:
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
     python_bin = os.path.dirname(sys.executable)
     commands = [
-        [os.path.join(python_bin, "gunicorn"), "--bind", f"0.0.0.0:{settings.port}", "--worker-class", "gthread",
+        [os.path.join(python_bin, "gunicorn"), "--config", GUNICORN_CONFIG,
+         "--bind", f"0.0.0.0:{settings.port}", "--worker-class", "gthread",
          "--workers", os.environ.get("GATEWAY_WORKERS", "2"), "--threads", "8", "--timeout", "120",
          "services.gateway.wsgi:app"],
-        *[[os.path.join(python_bin, "dramatiq"), module, "--queues", queue, "--processes", "1",
-           "--threads", str(threads)] for queue, module, threads in WORKER_DOMAINS],
+        # --skip-logging: the workers' LogContext middleware installs the JSON log format instead.
+        *[[os.path.join(python_bin, "dramatiq"), module, "--skip-logging", "--queues", queue,
+           "--processes", "1", "--threads", str(threads)] for queue, module, threads in WORKER_DOMAINS],
         [os.path.join(python_bin, "periodiq"), SCHEDULER_MODULE],
     ]
     children = [subprocess.Popen(command, env=env) for command in commands]
@@ -124,6 +129,33 @@ def up(dev_key: bool) -> None:
         if embedded is not None:
             embedded.stop()
     sys.exit(exit_code)
+
+
+@main.command()
+@click.argument("service", required=False, type=click.Choice(SERVICES))
+@click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for PostgreSQL and Redis.")
+def health(service: str | None, timeout: float) -> None:
+    """Print a health report (the same JSON as /health/...) and exit 1 when its status is `fail`.
+
+    With no SERVICE: whether PostgreSQL and Redis are reachable (/health/ready). With a SERVICE: whether its
+    workers are alive and how its queue is doing (/health/SERVICE). For a container's health check."""
+    import json
+
+    from shared import health as reports
+
+    settings = Settings.from_env()
+    database_url, redis_url = settings.require_urls()
+    if service is None:
+        db = Database(database_url, maxconn=1)
+        try:
+            report = reports.readiness(db, redis_url, timeout)
+        finally:
+            db.close()
+    else:
+        report = reports.service_health(redis_url, service, timeout=timeout, namespace=settings.broker_namespace,
+                                        queue_age_warn_seconds=settings.queue_age_warn_seconds)
+    click.echo(json.dumps(report, indent=2))
+    sys.exit(1 if report["status"] == "fail" else 0)
 
 
 def _wait_until_ready(port: int, children, timeout: float = 60) -> None:

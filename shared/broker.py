@@ -15,12 +15,17 @@ EXPIRE_PAUSE_ACTOR = "expire_pause"
 
 
 def create_broker(redis_url: str, db, namespace: str = "dramatiq") -> RedisBroker:
-    """A Redis broker with the task-control middleware, installed as Dramatiq's global broker."""
+    """A Redis broker with the task-control, heartbeat and log-context middleware, installed as
+    Dramatiq's global broker."""
     from shared.control_middleware import ControlMiddleware
+    from shared.heartbeat_middleware import Heartbeat
+    from shared.log_context_middleware import LogContext
 
     broker = RedisBroker(url=redis_url, namespace=namespace)
     broker.add_middleware(PeriodiqMiddleware(skip_delay=30))
     broker.add_middleware(ControlMiddleware(db))
+    broker.add_middleware(Heartbeat())
+    broker.add_middleware(LogContext())
     dramatiq.set_broker(broker)
     return broker
 

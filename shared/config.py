@@ -40,6 +40,8 @@ class Settings:
     db_pool_size: int = 10
     # Prefix of the broker's Redis keys: separate namespaces on one Redis never see each other's messages.
     broker_namespace: str = "dramatiq"
+    # /health/{service} warns when a queued message has waited longer than this.
+    queue_age_warn_seconds: int = 60
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -57,6 +59,7 @@ class Settings:
             data_dir=Path(env.get("COLLECT_DATA_DIR") or ".data"),
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=2),
             broker_namespace=env.get("BROKER_NAMESPACE") or "dramatiq",
+            queue_age_warn_seconds=_int(env, "QUEUE_AGE_WARN_SECONDS", 60, minimum=1),
         )
 
     def with_urls(self, database_url: str, redis_url: str) -> Settings:

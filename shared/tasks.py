@@ -127,6 +127,45 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
+_OBJECT_OR_NULL = {"type": ["object", "null"], "additionalProperties": True}
+# The JSON Schema of Task.to_json, as the API documents it (change both together).
+TASK_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["task_id", "kind", "state", "progress", "rate_per_second", "eta_seconds", "params",
+                 "created_at", "started_at", "paused_at", "pause_deadline", "finished_at", "updated_at",
+                 "revoke_reason", "result", "error"],
+    "properties": {
+        "task_id": {"type": "string", "format": "uuid"},
+        "kind": {"type": "string", "description": "What the task does: `upload`, `export`."},
+        "state": {"type": "string", "enum": [s.value for s in TaskState]},
+        "progress": {
+            "type": "object",
+            "required": ["done", "total", "unit", "percent"],
+            "properties": {
+                "done": {"type": "integer", "minimum": 0},
+                "total": {"type": ["integer", "null"], "minimum": 0},
+                "unit": {"type": "string", "description": "What `done` and `total` count: `bytes`, `rows`."},
+                "percent": {"type": ["number", "null"], "minimum": 0},
+            },
+        },
+        "rate_per_second": {"type": ["number", "null"], "description": "Progress units a second in the "
+                            "current run; null unless running."},
+        "eta_seconds": {"type": ["number", "null"], "description": "Estimated seconds to completion."},
+        "params": {"type": "object", "additionalProperties": True},
+        "created_at": {"type": "string", "format": "date-time"},
+        "started_at": _TIMESTAMP,
+        "paused_at": _TIMESTAMP,
+        "pause_deadline": {**_TIMESTAMP, "description": "A paused task is revoked if not resumed by then."},
+        "finished_at": _TIMESTAMP,
+        "updated_at": {"type": "string", "format": "date-time"},
+        "revoke_reason": {"type": ["string", "null"], "description": "`user` or `pause_timeout`."},
+        "result": {**_OBJECT_OR_NULL, "description": "What a completed task produced (depends on its kind)."},
+        "error": {**_OBJECT_OR_NULL, "description": "Why a failed task failed: `code`, `message`, details."},
+    },
+}
+
+
 def create_task(
     cur,
     *,

@@ -11,6 +11,8 @@ from shared.tasks import TaskState
 
 MAX_WAIT_SECONDS = 30
 PAGE_SIZE_MAX = 200
+# Far past any real list, and inside PostgreSQL's bigint (a larger OFFSET was a 500).
+OFFSET_MAX = 2**31 - 1
 
 
 def task_not_found(task_id) -> Problem:
@@ -43,6 +45,11 @@ class _ControlResource:
 
     settled: TaskState
     transient: TaskState
+    openapi_components = {"parameters": {"wait": {
+        "name": "wait", "in": "query", "required": False,
+        "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS, "default": 0},
+        "description": "Seconds to wait for the worker to act before answering (0 answers at once).",
+    }}}
 
     def __init__(self, control: TaskControl) -> None:
         self.control = control
@@ -67,6 +74,39 @@ class _ControlResource:
 
 
 class PauseResource(_ControlResource):
+    """A queued task is paused at once; a running one stops at its next batch boundary.
+
+    ---
+    post:
+      summary: Pause a task
+      description: >-
+        A queued task is paused at once (200). A running task is asked to stop at its next batch
+        boundary (202, state `pausing`; 200 once `paused` if that happens within `wait` seconds). A task
+        left paused longer than the pause timeout is revoked.
+      operationId: pauseTask
+      tags: [control]
+      parameters:
+        - wait
+      responses:
+        200:
+          description: The task is paused.
+          headers: {Location: {description: The task's URL., schema: {type: string}}}
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Task'}
+              examples: {paused: {$ref: '#/components/examples/TaskPaused'}}
+        202:
+          description: The worker will stop the task at its next batch boundary.
+          headers: {Location: {description: The task's URL., schema: {type: string}}}
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Task'}
+              examples: {pausing: {$ref: '#/components/examples/TaskPausing'}}
+        400: {$ref: '#/components/responses/BadRequest'}
+        404: {$ref: '#/components/responses/NotFound'}
+        409: {$ref: '#/components/responses/Conflict'}
+    """
+
     transient = TaskState.PAUSING
 
     def command(self, caller, task_id):
@@ -74,6 +114,33 @@ class PauseResource(_ControlResource):
 
 
 class ResumeResource(_ControlResource):
+    """A paused task is queued to continue from its checkpoint; a pausing one keeps running.
+
+    ---
+    post:
+      summary: Resume a task
+      description: >-
+        A paused task is queued to continue from its last checkpoint (state `queued`); a task still
+        `pausing` simply keeps running. Always 202: a worker picks the task up.
+      operationId: resumeTask
+      tags: [control]
+      parameters:
+        - wait
+      responses:
+        202:
+          description: The task is queued again (or keeps running).
+          headers: {Location: {description: The task's URL., schema: {type: string}}}
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Task'}
+              examples:
+                queued: {$ref: '#/components/examples/TaskQueued'}
+                running: {$ref: '#/components/examples/TaskRunning'}
+        400: {$ref: '#/components/responses/BadRequest'}
+        404: {$ref: '#/components/responses/NotFound'}
+        409: {$ref: '#/components/responses/Conflict'}
+    """
+
     # Resuming re-queues the task: the worker picks it up from there.
     transient = TaskState.QUEUED
 
@@ -86,6 +153,39 @@ class ResumeResource(_ControlResource):
 
 
 class RevokeResource(_ControlResource):
+    """Stop a task and undo its effects.
+
+    ---
+    post:
+      summary: Revoke a task
+      description: >-
+        Stops the task and rolls back everything it did. A task that never started is revoked at once
+        (200); otherwise its worker rolls it back (202, state `revoking`; 200 once `revoked` if that
+        happens within `wait` seconds).
+      operationId: revokeTask
+      tags: [control]
+      parameters:
+        - wait
+      responses:
+        200:
+          description: The task is revoked and its effects are undone.
+          headers: {Location: {description: The task's URL., schema: {type: string}}}
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Task'}
+              examples: {revoked: {$ref: '#/components/examples/TaskRevoked'}}
+        202:
+          description: The task's worker is rolling it back.
+          headers: {Location: {description: The task's URL., schema: {type: string}}}
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Task'}
+              examples: {revoking: {$ref: '#/components/examples/TaskRevoking'}}
+        400: {$ref: '#/components/responses/BadRequest'}
+        404: {$ref: '#/components/responses/NotFound'}
+        409: {$ref: '#/components/responses/Conflict'}
+    """
+
     transient = TaskState.REVOKING
 
     def command(self, caller, task_id):
@@ -97,6 +197,46 @@ class TaskResource:
         self.db = db
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id) -> None:
+        """One task: its state, progress, rate, result or error.
+
+        ---
+        get:
+          summary: Get a task
+          operationId: getTask
+          tags: [tasks]
+          parameters:
+            - name: events
+              in: query
+              required: false
+              description: Also list the task's state changes (`events`).
+              schema: {type: boolean, default: false}
+          responses:
+            200:
+              description: The task (with `events` when asked for).
+              content:
+                application/json:
+                  schema:
+                    allOf:
+                      - {$ref: '#/components/schemas/Task'}
+                      - type: object
+                        properties:
+                          events:
+                            type: array
+                            items:
+                              type: object
+                              required: [at, from_state, to_state, actor, reason]
+                              properties:
+                                at: {type: string, format: date-time}
+                                from_state: {type: [string, 'null']}
+                                to_state: {type: string}
+                                actor: {type: string}
+                                reason: {type: [string, 'null']}
+                  examples:
+                    running: {$ref: '#/components/examples/TaskRunning'}
+                    completed: {$ref: '#/components/examples/TaskCompleted'}
+            400: {$ref: '#/components/responses/BadRequest'}
+            404: {$ref: '#/components/responses/NotFound'}
+        """
         try:
             with self.db.transaction() as cur:
                 task = t.get_task(cur, task_id, req.context.caller.organization_id)
@@ -113,8 +253,58 @@ class TaskListResource:
     def __init__(self, db, kinds: tuple[str, ...]) -> None:
         self.db = db
         self.kinds = kinds
+        # Documents the `kind` filter with the kinds this app was composed with.
+        self.openapi_components = {"parameters": {"task_kind": {
+            "name": "kind", "in": "query", "required": False, "style": "form", "explode": True,
+            "description": "Only tasks of these kinds (repeat the parameter, or separate with commas).",
+            "schema": {"type": "array", "items": {"type": "string", "enum": list(kinds)}},
+        }}}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The caller's tasks, newest first, a page at a time.
+
+        ---
+        get:
+          summary: List tasks
+          operationId: listTasks
+          tags: [tasks]
+          parameters:
+            - name: state
+              in: query
+              required: false
+              description: Only tasks in these states (repeat the parameter, or separate with commas).
+              schema:
+                type: array
+                items: {type: string, enum: [queued, running, pausing, paused, revoking, revoked, completed,
+                                             failed]}
+              style: form
+              explode: true
+            - task_kind
+            - name: limit
+              in: query
+              required: false
+              schema: {type: integer, minimum: 1, maximum: 200, default: 50}
+            - name: offset
+              in: query
+              required: false
+              schema: {type: integer, minimum: 0, maximum: 2147483647, default: 0}
+          responses:
+            200:
+              description: A page of tasks; `next` is the URL of the next page, when there is one.
+              content:
+                application/json:
+                  schema:
+                    type: object
+                    required: [tasks, total, limit, offset]
+                    properties:
+                      tasks: {type: array, items: {$ref: '#/components/schemas/Task'}}
+                      total: {type: integer, minimum: 0, description: Tasks matching the filters in all.}
+                      limit: {type: integer}
+                      offset: {type: integer}
+                      next: {type: string}
+                  examples: {page: {$ref: '#/components/examples/TaskPage'}}
+            400: {$ref: '#/components/responses/BadRequest'}
+        """
         unknown = sorted(set(req.params) - {"state", "kind", "limit", "offset"})
         if unknown:
             raise Problem(falcon.HTTP_400, f"unknown query parameter(s): {', '.join(unknown)}", parameter=unknown[0])
@@ -126,7 +316,7 @@ class TaskListResource:
                 raise Problem(falcon.HTTP_400, f"{name} must be one of {', '.join(allowed)}; got {', '.join(bad)}",
                               parameter=name)
         limit = req.get_param_as_int("limit", min_value=1, max_value=PAGE_SIZE_MAX, default=50)
-        offset = req.get_param_as_int("offset", min_value=0, default=0)
+        offset = req.get_param_as_int("offset", min_value=0, max_value=OFFSET_MAX, default=0)
         with self.db.transaction() as cur:
             found, total = t.list_tasks(cur, req.context.caller.organization_id, states=states, kinds=kinds,
                                         limit=limit, offset=offset)

@@ -13,7 +13,8 @@ from services.control.resources import (
     TaskListResource,
     TaskResource,
 )
-from services.gateway.health import LiveResource, ReadyResource
+from services.gateway.docs import add_docs_routes
+from services.gateway.health import LiveResource, ReadyResource, ServiceHealthResource
 from services.gateway.middleware import ApiKeyAuth, RequestId
 from services.gateway.problems import handle_unexpected, serialize_problem
 from services.upload.resources import UploadResource
@@ -37,4 +38,8 @@ def create_app(db, broker, settings) -> falcon.App:
     app.add_route("/api/tasks/{task_id:uuid}", TaskResource(db))
     app.add_route("/health/live", LiveResource())
     app.add_route("/health/ready", ReadyResource(db, settings.redis_url))
+    service_health = ServiceHealthResource(settings.redis_url, settings.queue_age_warn_seconds,
+                                           namespace=broker.namespace)
+    app.add_route("/health/{service}", service_health)
+    add_docs_routes(app)
     return app

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 
 import falcon
 
 from services.gateway.problems import Problem
-from shared import orgs
+from shared import logs, orgs
+
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -22,9 +25,19 @@ class Caller:
 
 
 class RequestId:
+    """Names each request (the caller's X-Request-ID, or a new id), in the response and in every log line
+    written while serving it."""
+
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.request_id = req.get_header("X-Request-ID") or uuid.uuid4().hex
+        given = req.get_header("X-Request-ID") or ""
+        # A caller's id is kept only if it is safe to echo in a header and a log line.
+        req.context.request_id = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         resp.set_header("X-Request-ID", req.context.request_id)
+        logs.request_id.set(req.context.request_id)
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource,
+                         req_succeeded: bool) -> None:
+        logs.request_id.set(None)
 
 
 class ApiKeyAuth:

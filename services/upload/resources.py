@@ -40,6 +40,39 @@ class UploadResource:
                        title="Payload Too Large", max_upload_bytes=self.settings.max_upload_bytes)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Store an uploaded CSV file of form responses and queue its import as a task.
+
+        ---
+        post:
+          summary: Upload a CSV file of responses
+          description: >-
+            The file is stored, then imported by a worker as a task that can be paused, resumed and
+            revoked. Its header must have the columns `response_id`, `form_id` and `submitted_at`; the
+            other columns are the answers. Rows that cannot be imported are counted in the task's result.
+          operationId: uploadFile
+          tags: [upload]
+          requestBody:
+            required: true
+            content:
+              multipart/form-data:
+                schema:
+                  type: object
+                  required: [file]
+                  properties:
+                    file: {type: string, format: binary, description: The CSV file (UTF-8).}
+          responses:
+            202:
+              description: The file is stored and its import is queued.
+              headers: {Location: {description: The task's URL., schema: {type: string}}}
+              content:
+                application/json:
+                  schema: {$ref: '#/components/schemas/Task'}
+                  examples: {queued: {$ref: '#/components/examples/TaskQueued'}}
+            400: {$ref: '#/components/responses/BadRequest'}
+            413: {$ref: '#/components/responses/ContentTooLarge'}
+            415: {$ref: '#/components/responses/UnsupportedMediaType'}
+            422: {$ref: '#/components/responses/UnprocessableContent'}
+        """
         if not (req.content_type or "").lower().startswith("multipart/form-data"):
             raise Problem(falcon.HTTP_415, "send the CSV as multipart/form-data with the file in the field 'file'",
                           title="Unsupported Media Type")

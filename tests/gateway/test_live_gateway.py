@@ -1,0 +1,35 @@
+"""The gateway under gunicorn: JSON log lines that name each request, and a 500 traceable by its id."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+from tests.conftest import wait_for
+
+
+def get(url: str, headers: dict | None = None):
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def test_every_log_line_is_json_and_access_lines_name_the_request(live_gateway):
+    # Given a request with a request id
+    status, headers, _ = get(f"{live_gateway.url}/api/tasks/", {"X-Request-ID": "trace-me-123"})
+    # Then it is refused (no key) with the same id echoed
+    assert status == 401
+    assert headers["X-Request-ID"] == "trace-me-123"
+    # And the access line in the log is one JSON object with that id
+    access = wait_for(lambda: [json.loads(line) for line in live_gateway.log_lines()
+                               if "trace-me-123" in line])
+    assert access[0]["logger"] == "gunicorn.access"
+    assert access[0]["request_id"] == "trace-me-123"
+    assert access[0]["status"] == "401"
+    assert access[0]["path"] == "/api/tasks/"
+    for line in live_gateway.log_lines():
+        json.loads(line)

@@ -1,0 +1,57 @@
+"""schemathesis against the running gateway and its OpenAPI document: every operation, with a valid API
+key, a bounded number of generated requests each; no 5xx, and every response as documented."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error, positive_data_acceptance
+
+from services.gateway.app import create_app
+from services.gateway.openapi import build_spec
+from shared.runtime import runtime
+from tests.conftest import auth, new_key
+
+# The operations must be known when pytest collects the tests, before the live gateway starts, so the
+# document is generated here from the same code; the first test checks the live one is the same.
+_rt = runtime()
+DOCUMENT = build_spec(create_app(_rt.db, _rt.broker, _rt.settings))
+schema = schemathesis.openapi.from_dict(DOCUMENT)
+
+
+@pytest.fixture(scope="session")
+def schemathesis_key(rt) -> str:
+    return new_key(rt, "schemathesis")
+
+
+def test_the_live_gateway_serves_this_document(live_gateway):
+    with urllib.request.urlopen(f"{live_gateway.url}/docs/openapi.json", timeout=10) as response:
+        assert json.load(response) == DOCUMENT
+
+
+def health_fail_is_the_only_5xx(ctx, response, case) -> None:
+    """A health endpoint answers 503 when what it checks fails (the IETF health-check format), and
+    only then; whatever its checks find, it must not fail itself."""
+    assert response.status_code != 500 or not case.path.startswith("/health/"), response.text
+    if response.status_code == 503:
+        assert response.headers["content-type"] == ["application/health+json"]
+        assert response.json()["status"] == "fail"
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_conforms_to_its_documentation(case, live_gateway, schemathesis_key):
+    excluded = []
+    if case.path.startswith("/health/"):
+        # No worker runs during this test: /health/{service} rightly answers 503 (checked just below).
+        excluded.append(not_a_server_error)
+    if case.path == "/api/upload-file/":
+        # The schema can say "a file", not "a CSV file with the required header": a schema-valid upload
+        # may rightly get its documented 422.
+        excluded.append(positive_data_acceptance)
+    case.call_and_validate(base_url=live_gateway.url, headers=auth(schemathesis_key),
+                           excluded_checks=excluded, additional_checks=[health_fail_is_the_only_5xx])
