@@ -76,7 +76,8 @@ def test_live_workers_are_counted_per_service_and_leave_when_they_stop(rt, names
         health = wait_for(lambda: (h := report(rt, namespace))["status"] == "pass"
                           and checks(h)["workers:alive"]["observedValue"] == 2 and h, timeout=5)
         assert checks(health)["workers:alive"]["status"] == "pass"
-        assert checks(report(rt, namespace, "control"))["workers:alive"]["observedValue"] == 1
+        wait_for(lambda: checks(report(rt, namespace, "control"))["workers:alive"]["observedValue"] == 1,
+                 timeout=5)
         assert checks(report(rt, namespace, "upload"))["workers:alive"]["observedValue"] == 0
     finally:
         for worker in workers:
