@@ -18,8 +18,10 @@ from shared.migrate import migrate
 WORKER_DOMAINS = (
     ("upload", "services.upload.actors", 4),
     ("control", "services.control.actors", 2),
+    ("export", "services.export.actors", 4),
 )
-SCHEDULER_MODULE = "services.control.actors"
+# periodiq imports every module that declares periodic actors: the control sweep and export retention.
+SCHEDULER_MODULES = ("services.control.actors", "services.export.actors")
 
 
 def _settings_with_database(start_redis: bool = False) -> tuple[Settings, object | None]:
@@ -87,7 +89,7 @@ def up(dev_key: bool) -> None:
          "services.gateway.wsgi:app"],
         *[[os.path.join(python_bin, "dramatiq"), module, "--queues", queue, "--processes", "1",
            "--threads", str(threads)] for queue, module, threads in WORKER_DOMAINS],
-        [os.path.join(python_bin, "periodiq"), SCHEDULER_MODULE],
+        [os.path.join(python_bin, "periodiq"), *SCHEDULER_MODULES],
     ]
     children = [subprocess.Popen(command, env=env) for command in commands]
     stopping = False
