@@ -57,17 +57,16 @@ SELECT submitted_at, response_id, count(*) OVER () AS page_rows FROM (
 ) AS page
 ORDER BY submitted_at DESC, response_id DESC LIMIT 1
 """
-_PAGE_ROWS = sql.SQL(
-    """
-    COPY (
-        SELECT {columns} FROM responses
-        WHERE {in_range_after_key}
-          AND (submitted_at, response_id) <= (%(last_at)s::timestamptz, %(last_id)s::uuid)
-        ORDER BY submitted_at, response_id
-    ) TO STDOUT WITH (FORMAT csv)
+_PAGE_SELECT = sql.SQL(
+    f"""
+    SELECT {{columns}} FROM responses
+    WHERE {_IN_RANGE_AFTER_KEY}
+      AND (submitted_at, response_id) <= (%(last_at)s::timestamptz, %(last_id)s::uuid)
+    ORDER BY submitted_at, response_id
     """
 )
-_HEADER = sql.SQL("COPY (SELECT {columns}) TO STDOUT WITH (FORMAT csv)")
+_COPY_CSV = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)")
+_HEADER = sql.SQL("SELECT {columns}")
 # The forms with responses in the range, the form of the earliest response first, and their questions.
 _FORMS_IN_RANGE = """
 WITH in_range AS (
@@ -93,17 +92,31 @@ def exported_file(cur, task_id) -> dict[str, Any] | None:
     return cur.fetchone()
 
 
+def page_select(columns: list[str]) -> sql.Composed:
+    """The SELECT of one page's CSV rows: the fixed columns, then `columns` (bound as q0, q1, ...)."""
+    selected = [sql.SQL("response_id"), _safe_cell(sql.SQL("form_id")), _SUBMITTED_AT_UTC]
+    answer = sql.SQL("answers ->> {}")
+    selected += [_safe_cell(answer.format(sql.Placeholder(f"q{i}"))) for i in range(len(columns))]
+    return _PAGE_SELECT.format(columns=sql.SQL(", ").join(selected))
+
+
+def bind(cur, statement: sql.Composable, params: dict[str, Any]) -> str:
+    """`statement` with its parameters bound on the client, exactly as execute() would (COPY takes no
+    bind parameters)."""
+    return cur.mogrify(statement, {**params, "formula_start": _FORMULA_START}).decode()
+
+
 def question_columns(forms: list[dict[str, Any]]) -> list[str]:
     """Each form's questions in its order, the forms in the given order, each question once."""
     return list(dict.fromkeys(question for form in forms for question in form["questions"]))
 
 
 class ExportJob:
-    """Exports one range. Builds its COPY statement once per run (the columns are fixed at the start)."""
+    """Exports one range, `batch_rows` responses a batch. The columns are fixed by the first batch and
+    kept in the checkpoint, so a resumed export writes the same columns whatever uploads came since."""
 
     def __init__(self, batch_rows: int) -> None:
         self.batch_rows = batch_rows
-        self._copy_page: tuple[tuple[str, ...], sql.Composed] | None = None
 
     def _range(self, task: Task, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
         after = (checkpoint or {}).get("after") or [None, None]
@@ -128,22 +141,10 @@ class ExportJob:
         return {"file_id": str(file_id), "columns": columns, "total": sum(f["responses"] for f in forms),
                 "after": None, "rows": 0, "bytes": size}
 
-    def _page_statement(self, columns: list[str]) -> sql.Composed:
-        if self._copy_page is None or self._copy_page[0] != tuple(columns):
-            selected = [sql.SQL("response_id"), _safe_cell(sql.SQL("form_id")), _SUBMITTED_AT_UTC]
-            selected += [_safe_cell(sql.SQL("answers ->> {}").format(sql.Placeholder(f"q{i}")))
-                         for i in range(len(columns))]
-            statement = _PAGE_ROWS.format(columns=sql.SQL(", ").join(selected),
-                                          in_range_after_key=sql.SQL(_IN_RANGE_AFTER_KEY))
-            self._copy_page = (tuple(columns), statement)
-        return self._copy_page[1]
-
     @staticmethod
-    def _copy(cur, statement: sql.Composable, params: dict[str, Any]) -> bytes:
-        # COPY takes no bind parameters: mogrify binds them on the client, exactly as execute() would.
+    def _copy(cur, select: sql.Composable, params: dict[str, Any]) -> bytes:
         buffer = io.BytesIO()
-        bound = cur.mogrify(statement, {**params, "formula_start": _FORMULA_START})
-        cur.copy_expert(bound.decode(), buffer)
+        cur.copy_expert(bind(cur, _COPY_CSV.format(select), params), buffer)
         return buffer.getvalue()
 
     def run_batch(self, cur, task: Task, checkpoint: dict[str, Any] | None) -> Batch:
@@ -155,7 +156,7 @@ class ExportJob:
         rows, size = checkpoint["rows"], checkpoint["bytes"]
         after = checkpoint["after"]
         if last is not None:
-            page = self._copy(cur, self._page_statement(checkpoint["columns"]),
+            page = self._copy(cur, page_select(checkpoint["columns"]),
                               {**where, **_question_params(checkpoint["columns"]),
                                "last_at": last["submitted_at"], "last_id": last["response_id"]})
             rows += cur.rowcount
