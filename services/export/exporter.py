@@ -51,7 +51,7 @@ _IN_RANGE_AFTER_KEY = """
 """
 # The last key of the next page: the page is then exactly the rows after the checkpoint up to this key.
 _PAGE_END = f"""
-SELECT submitted_at, response_id, count(*) OVER () AS page_rows FROM (
+SELECT submitted_at, response_id FROM (
     SELECT submitted_at, response_id FROM responses WHERE {_IN_RANGE_AFTER_KEY}
     ORDER BY submitted_at, response_id LIMIT %(limit)s
 ) AS page
@@ -162,8 +162,9 @@ class ExportJob:
             rows += cur.rowcount
             size = storage.append(cur, checkpoint["file_id"], page, size)
             after = [last["submitted_at"].isoformat(), str(last["response_id"])]
-        # A short page is the range's last: no need to read past it.
-        finished = last is None or last["page_rows"] < self.batch_rows
+        # Finished only when no row is left after the key: a short page may just have lost rows deleted
+        # between the two statements, so it does not prove the range is done.
+        finished = last is None
         new = {**checkpoint, "after": after, "rows": rows, "bytes": size}
         result = {"rows": rows, "bytes": size, "download": download_path(task.id)} if finished else None
         return Batch(checkpoint=new, done=rows, total=checkpoint["total"], finished=finished, result=result)
