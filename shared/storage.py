@@ -70,10 +70,18 @@ def _read_full(stream, size: int) -> bytes:
 
 # append() sends its bytes with a binary COPY into this staging table, then moves them into place with
 # SQL: as a bind parameter, bytea travels hex-encoded and is parsed back, which costs three times as much.
+# The staging copy is stored uncompressed (STORAGE EXTERNAL): the chunks compress it once, on insert.
 _CREATE_APPEND_STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS file_append_staging (
-    seq integer NOT NULL, extends_chunk boolean NOT NULL, data bytea NOT NULL
-) ON COMMIT DELETE ROWS
+DO $$
+BEGIN
+    IF to_regclass('pg_temp.file_append_staging') IS NULL THEN
+        CREATE TEMP TABLE file_append_staging (
+            seq integer NOT NULL, extends_chunk boolean NOT NULL, data bytea NOT NULL
+        ) ON COMMIT DELETE ROWS;
+        ALTER TABLE file_append_staging ALTER COLUMN data SET STORAGE EXTERNAL;
+    END IF;
+END
+$$
 """
 _COPY_APPEND_STAGING = "COPY file_append_staging (seq, extends_chunk, data) FROM STDIN WITH (FORMAT binary)"
 _EXTEND_LAST_CHUNK = """
