@@ -19,8 +19,10 @@ from shared.migrate import migrate
 WORKER_DOMAINS = (
     ("upload", "services.upload.actors", 4),
     ("control", "services.control.actors", 2),
+    ("export", "services.export.actors", 4),
 )
-SCHEDULER_MODULE = "services.control.actors"
+# periodiq imports every module that declares periodic actors: the control sweep and export retention.
+SCHEDULER_MODULES = ("services.control.actors", "services.export.actors")
 # JSON log lines (shared.logs) from gunicorn too.
 GUNICORN_CONFIG = "python:services.gateway.gunicorn_config"
 
@@ -92,7 +94,7 @@ def up(dev_key: bool) -> None:
         # --skip-logging: the workers' LogContext middleware installs the JSON log format instead.
         *[[os.path.join(python_bin, "dramatiq"), module, "--skip-logging", "--queues", queue,
            "--processes", "1", "--threads", str(threads)] for queue, module, threads in WORKER_DOMAINS],
-        [os.path.join(python_bin, "periodiq"), SCHEDULER_MODULE],
+        [os.path.join(python_bin, "periodiq"), *SCHEDULER_MODULES],
     ]
     children = [subprocess.Popen(command, env=env) for command in commands]
     stopping = False

@@ -81,6 +81,7 @@ def worker(rt):
     import dramatiq
 
     import services.control.actors  # noqa: F401  (declares the actors)
+    import services.export.actors  # noqa: F401
     import services.upload.actors  # noqa: F401
 
     worker = dramatiq.Worker(rt.broker, worker_threads=4, worker_timeout=50)

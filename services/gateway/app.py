@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from services import upload
+from services import export, upload
 from services.control.commands import TaskControl
 from services.control.resources import (
     PauseResource,
@@ -13,13 +13,14 @@ from services.control.resources import (
     TaskListResource,
     TaskResource,
 )
+from services.export.resources import DownloadResource, ExportResource
 from services.gateway.docs import add_docs_routes
 from services.gateway.health import LiveResource, ReadyResource, ServiceHealthResource
 from services.gateway.middleware import ApiKeyAuth, RequestId
 from services.gateway.problems import handle_unexpected, serialize_problem
 from services.upload.resources import UploadResource
 
-TASK_KINDS = (upload.KIND,)
+TASK_KINDS = (upload.KIND, export.KIND)
 
 
 def create_app(db, broker, settings) -> falcon.App:
@@ -31,11 +32,13 @@ def create_app(db, broker, settings) -> falcon.App:
 
     control = TaskControl(db, broker, settings)
     app.add_route("/api/upload-file", UploadResource(db, broker, settings))
+    app.add_route("/api/export", ExportResource(db, broker))
     app.add_route("/api/pause/{task_id:uuid}", PauseResource(control))
     app.add_route("/api/resume/{task_id:uuid}", ResumeResource(control))
     app.add_route("/api/revoke/{task_id:uuid}", RevokeResource(control))
     app.add_route("/api/tasks", TaskListResource(db, TASK_KINDS))
     app.add_route("/api/tasks/{task_id:uuid}", TaskResource(db))
+    app.add_route("/api/tasks/{task_id:uuid}/download", DownloadResource(db, settings))
     app.add_route("/health/live", LiveResource())
     app.add_route("/health/ready", ReadyResource(db, settings.redis_url))
     service_health = ServiceHealthResource(settings.redis_url, settings.queue_age_warn_seconds,

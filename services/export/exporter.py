@@ -1,0 +1,177 @@
+"""The export job: read the range's responses in (submitted_at, response_id) order, one keyset page per
+batch, and append each page, as PostgreSQL formats it with COPY ... TO STDOUT, to the stored file.
+
+The file's bytes and the checkpoint (last key written, bytes written) commit in the same batch
+transaction, so a paused, crashed or resumed export produces the same bytes as one that ran straight through.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from psycopg2 import sql
+
+from shared import storage
+from shared.batch_runner import Batch
+from shared.tasks import Task
+
+FIXED_COLUMNS = ("response_id", "form_id", "submitted_at")
+FILE_PURPOSE = "export"
+
+# OWASP CSV injection: a cell a spreadsheet would run as a formula (it starts with = + - @ tab or CR) gets
+# a leading single quote, unless it is a plain number such as -3.5 or +1e3. PostgreSQL's regex lookaheads
+# do it in one call per cell, on the server, as COPY formats the row.
+_FORMULA_START = r"^(?=[=+@\t\r-])(?![+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?$)"
+
+
+def _safe_cell(expression: sql.Composable) -> sql.Composed:
+    return sql.SQL("regexp_replace({}, %(formula_start)s, '''')").format(expression)
+
+
+def _question_params(columns: list[str]) -> dict[str, str]:
+    """Question names are bound as parameters q0, q1, ... (a name may hold any character, even '%')."""
+    return {f"q{i}": name for i, name in enumerate(columns)}
+
+
+# ISO-8601 in UTC, with a fraction only when the moment has one: 2024-01-02T03:04:05Z, ...05.25Z
+_SUBMITTED_AT_UTC = sql.SQL(
+    """rtrim(rtrim(to_char(submitted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '0'), '.')"""
+    " || 'Z'"
+)
+
+# The rows of the range after the checkpoint's key. psycopg2 binds parameters on the client, so for the
+# first batch (no key yet) the planner folds the NULL test away and both cases use responses_org_submitted.
+_IN_RANGE_AFTER_KEY = """
+    organization_id = %(org)s
+    AND submitted_at >= %(from)s AND submitted_at <= %(to)s
+    AND (%(form)s::text IS NULL OR form_id = %(form)s::text)
+    AND (%(after_at)s::timestamptz IS NULL
+         OR (submitted_at, response_id) > (%(after_at)s::timestamptz, %(after_id)s::uuid))
+"""
+# The last key of the next page: the page is then exactly the rows after the checkpoint up to this key.
+_PAGE_END = f"""
+SELECT submitted_at, response_id FROM (
+    SELECT submitted_at, response_id FROM responses WHERE {_IN_RANGE_AFTER_KEY}
+    ORDER BY submitted_at, response_id LIMIT %(limit)s
+) AS page
+ORDER BY submitted_at DESC, response_id DESC LIMIT 1
+"""
+_PAGE_SELECT = sql.SQL(
+    f"""
+    SELECT {{columns}} FROM responses
+    WHERE {_IN_RANGE_AFTER_KEY}
+      AND (submitted_at, response_id) <= (%(last_at)s::timestamptz, %(last_id)s::uuid)
+    ORDER BY submitted_at, response_id
+    """
+)
+_COPY_CSV = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)")
+_HEADER = sql.SQL("SELECT {columns}")
+# The forms with responses in the range, the form of the earliest response first, and their questions.
+_FORMS_IN_RANGE = """
+WITH in_range AS (
+    SELECT form_id, count(*) AS responses, min(submitted_at) AS first_submitted_at FROM responses
+    WHERE organization_id = %(org)s AND submitted_at >= %(from)s AND submitted_at <= %(to)s
+      AND (%(form)s::text IS NULL OR form_id = %(form)s::text)
+    GROUP BY form_id
+)
+SELECT r.form_id, r.responses, coalesce(f.questions, '{}') AS questions
+FROM in_range r LEFT JOIN forms f ON f.organization_id = %(org)s AND f.form_id = r.form_id
+ORDER BY r.first_submitted_at, r.form_id
+"""
+
+
+def download_path(task_id) -> str:
+    return f"/api/tasks/{task_id}/download"
+
+
+def exported_file(cur, task_id) -> dict[str, Any] | None:
+    """The export's stored file (id, filename, size_bytes), or None when there is none (yet, or any more)."""
+    cur.execute("SELECT id, filename, size_bytes FROM stored_files WHERE task_id = %s AND purpose = %s",
+                (task_id, FILE_PURPOSE))
+    return cur.fetchone()
+
+
+def page_select(columns: list[str]) -> sql.Composed:
+    """The SELECT of one page's CSV rows: the fixed columns, then `columns` (bound as q0, q1, ...)."""
+    selected = [sql.SQL("response_id"), _safe_cell(sql.SQL("form_id")), _SUBMITTED_AT_UTC]
+    answer = sql.SQL("answers ->> {}")
+    selected += [_safe_cell(answer.format(sql.Placeholder(f"q{i}"))) for i in range(len(columns))]
+    return _PAGE_SELECT.format(columns=sql.SQL(", ").join(selected))
+
+
+def bind(cur, statement: sql.Composable, params: dict[str, Any]) -> str:
+    """`statement` with its parameters bound on the client, exactly as execute() would (COPY takes no
+    bind parameters)."""
+    return cur.mogrify(statement, {**params, "formula_start": _FORMULA_START}).decode()
+
+
+def question_columns(forms: list[dict[str, Any]]) -> list[str]:
+    """Each form's questions in its order, the forms in the given order, each question once."""
+    return list(dict.fromkeys(question for form in forms for question in form["questions"]))
+
+
+class ExportJob:
+    """Exports one range, `batch_rows` responses a batch. The columns are fixed by the first batch and
+    kept in the checkpoint, so a resumed export writes the same columns whatever uploads came since."""
+
+    def __init__(self, batch_rows: int) -> None:
+        self.batch_rows = batch_rows
+
+    def _range(self, task: Task, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
+        after = (checkpoint or {}).get("after") or [None, None]
+        params = task.params
+        return {
+            "org": task.organization_id, "from": params["submitted_from"], "to": params["submitted_to"],
+            "form": params.get("form_id"), "after_at": after[0], "after_id": after[1],
+        }
+
+    def _start(self, cur, task: Task) -> dict[str, Any]:
+        """Create the file, fix the columns, count the rows and write the header row."""
+        cur.execute(_FORMS_IN_RANGE, self._range(task, None))
+        forms = cur.fetchall()
+        columns = question_columns(forms)
+        file_id = storage.create_file(cur, organization_id=task.organization_id, purpose=FILE_PURPOSE,
+                                      filename=task.params.get("filename"), task_id=task.id)
+        header = [sql.Literal(name) for name in FIXED_COLUMNS]
+        header += [_safe_cell(sql.Placeholder(f"q{i}")) for i in range(len(columns))]
+        header_row = self._copy(cur, _HEADER.format(columns=sql.SQL(", ").join(header)),
+                                _question_params(columns))
+        size = storage.append(cur, file_id, header_row, 0)
+        return {"file_id": str(file_id), "columns": columns, "total": sum(f["responses"] for f in forms),
+                "after": None, "rows": 0, "bytes": size}
+
+    @staticmethod
+    def _copy(cur, select: sql.Composable, params: dict[str, Any]) -> bytes:
+        buffer = io.BytesIO()
+        cur.copy_expert(bind(cur, _COPY_CSV.format(select), params), buffer)
+        return buffer.getvalue()
+
+    def run_batch(self, cur, task: Task, checkpoint: dict[str, Any] | None) -> Batch:
+        if checkpoint is None:
+            checkpoint = self._start(cur, task)
+        where = self._range(task, checkpoint)
+        cur.execute(_PAGE_END, {**where, "limit": self.batch_rows})
+        last = cur.fetchone()
+        rows, size = checkpoint["rows"], checkpoint["bytes"]
+        after = checkpoint["after"]
+        if last is not None:
+            page = self._copy(cur, page_select(checkpoint["columns"]),
+                              {**where, **_question_params(checkpoint["columns"]),
+                               "last_at": last["submitted_at"], "last_id": last["response_id"]})
+            rows += cur.rowcount
+            size = storage.append(cur, checkpoint["file_id"], page, size)
+            after = [last["submitted_at"].isoformat(), str(last["response_id"])]
+        # Finished only when no row is left after the key: a short page may just have lost rows deleted
+        # between the two statements, so it does not prove the range is done.
+        finished = last is None
+        new = {**checkpoint, "after": after, "rows": rows, "bytes": size}
+        result = {"rows": rows, "bytes": size, "download": download_path(task.id)} if finished else None
+        return Batch(checkpoint=new, done=rows, total=checkpoint["total"], finished=finished, result=result)
+
+    def rollback(self, cur, task: Task) -> None:
+        """An export's only effect is its file: deleted here too, so that a failed export leaves none."""
+        storage.delete_task_files(cur, task.id)
+
+    def close(self) -> None:
+        """Nothing is held between batches."""

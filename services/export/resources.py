@@ -1,0 +1,73 @@
+"""HTTP resources of the export service: start an export, download its file."""
+
+from __future__ import annotations
+
+import falcon
+
+from services import export
+from services.control.resources import task_not_found
+from services.export.exporter import exported_file
+from services.export.params import InvalidParameter, parse_export_query
+from services.gateway.problems import Problem
+from shared import storage
+from shared import tasks as t
+from shared.broker import send_task_message
+from shared.tasks import TaskState
+
+
+class ExportResource:
+    """POST (or GET, as the original API had it) /api/export/?from_date=...&to_date=...[&form_id=...]"""
+
+    def __init__(self, db, broker) -> None:
+        self.db = db
+        self.broker = broker
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        caller = req.context.caller
+        try:
+            wanted = parse_export_query(req.params)
+        except InvalidParameter as exc:
+            raise Problem(falcon.HTTP_400, str(exc), parameter=exc.parameter) from None
+        with self.db.transaction() as cur:
+            task = t.create_task(
+                cur, organization_id=caller.organization_id, kind=export.KIND, queue_name=export.QUEUE,
+                actor_name=export.ACTOR, progress_unit="rows", actor=caller.actor, params=wanted.to_params(),
+            )
+        send_task_message(self.broker, task.queue_name, task.actor_name, task.id)
+        resp.status = falcon.HTTP_202
+        resp.set_header("Location", f"/api/tasks/{task.id}/")
+        resp.media = task.to_json()
+
+    on_get = on_post
+
+
+class DownloadResource:
+    """GET /api/tasks/{task_id}/download: the finished export's CSV file, streamed from storage."""
+
+    def __init__(self, db, settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, task_id) -> None:
+        with self.db.transaction() as cur:
+            try:
+                task = t.get_task(cur, task_id, req.context.caller.organization_id)
+            except t.TaskNotFound:
+                raise task_not_found(task_id) from None
+            if task.kind != export.KIND:
+                raise Problem(falcon.HTTP_404, f"task {task_id} is not an export (it is {task.kind!r}); "
+                                               "only exports have a file to download", title="No Download")
+            if task.state is not TaskState.COMPLETED:
+                raise Problem(falcon.HTTP_409, f"the export is {task.state}: its file can be downloaded once "
+                                               "it is completed", title="Export Not Completed",
+                              state=str(task.state), task_id=str(task_id))
+            stored = exported_file(cur, task_id)
+        if stored is None:
+            hours = self.settings.export_retention_hours
+            raise Problem(falcon.HTTP_410, f"the export's file was deleted: files are kept {hours} hours "
+                                           "(EXPORT_RETENTION_HOURS) after the export completes; start a new "
+                                           "export", title="Gone")
+        resp.content_type = "text/csv; charset=utf-8"
+        resp.downloadable_as = stored["filename"] or f"export-{task_id}.csv"
+        resp.content_length = stored["size_bytes"]
+        resp.stream = storage.iter_chunks(self.db, stored["id"])
