@@ -108,6 +108,20 @@ def idle_app(rt):
 
 
 @pytest.fixture
+def boundary_client(rt):
+    """The gateway with a broker on which no worker listens for stop announcements: a pause or revoke it
+    requests is answered at the task's next batch boundary (the slow, authoritative path), never by
+    cancelling the batch in flight. Its task messages go nowhere: resume through `client`."""
+    from dramatiq.brokers.redis import RedisBroker
+    from falcon import testing
+
+    from services.gateway.app import create_app
+
+    return testing.TestClient(create_app(rt.db, RedisBroker(url=rt.settings.redis_url, namespace="quiet"),
+                                         rt.settings))
+
+
+@pytest.fixture
 def idle_client(idle_app):
     from falcon import testing
 

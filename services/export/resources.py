@@ -23,6 +23,47 @@ class ExportResource:
         self.broker = broker
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Start an export of the organization's responses submitted in a date range.
+
+        ---
+        post:
+          summary: Export responses to CSV
+          description: >-
+            Starts an export task (pausable, resumable, revocable like any task). Dates are `YYYY-MM-DD`
+            (from_date's whole day through to_date's whole day, UTC) or full ISO-8601 date-times (UTC when
+            they have no offset). Columns: response_id, form_id, submitted_at, then the questions of the
+            forms in the range. Cells a spreadsheet would run as a formula are prefixed with `'` (OWASP).
+            When completed, the task's result has `rows`, `bytes` and the `download` link.
+          operationId: startExport
+          tags: [export]
+          parameters: &export_parameters
+            - {name: from_date, in: query, required: true,
+               schema: {anyOf: [{type: string, format: date}, {type: string, format: date-time}],
+                        example: '2024-01-01'},
+               description: First day (YYYY-MM-DD) or first instant (ISO-8601) of the range.}
+            - {name: to_date, in: query, required: true,
+               schema: {anyOf: [{type: string, format: date}, {type: string, format: date-time}],
+                        example: '2024-12-31'},
+               description: Last day (YYYY-MM-DD, included whole) or last instant (ISO-8601) of the range.}
+            - {name: form_id, in: query, required: false, schema: {type: string, minLength: 1},
+               description: Export only this form's responses.}
+          responses: &export_responses
+            202:
+              description: The export is queued.
+              headers: {Location: {description: The task's URL., schema: {type: string}}}
+              content:
+                application/json:
+                  schema: {$ref: '#/components/schemas/Task'}
+                  examples: {queued: {$ref: '#/components/examples/TaskQueued'}}
+            400: {$ref: '#/components/responses/BadRequest'}
+        get:
+          summary: Export responses to CSV (GET form of the original API)
+          description: The same as POST /api/export/.
+          operationId: startExportWithGet
+          tags: [export]
+          parameters: *export_parameters
+          responses: *export_responses
+        """
         caller = req.context.caller
         try:
             wanted = parse_export_query(req.params)
@@ -49,6 +90,26 @@ class DownloadResource:
         self.settings = settings
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id) -> None:
+        """Stream a completed export's CSV file.
+
+        ---
+        get:
+          summary: Download an export's CSV file
+          operationId: downloadExport
+          tags: [export]
+          responses:
+            200:
+              description: The CSV file, as an attachment.
+              headers:
+                Content-Disposition: {description: attachment with the file's name., schema: {type: string}}
+              content:
+                text/csv:
+                  schema: {type: string}
+                  example: "response_id,form_id,submitted_at,village\r\n"
+            404: {$ref: '#/components/responses/NotFound'}
+            409: {$ref: '#/components/responses/Conflict'}
+            410: {$ref: '#/components/responses/Gone'}
+        """
         with self.db.transaction() as cur:
             try:
                 task = t.get_task(cur, task_id, req.context.caller.organization_id)

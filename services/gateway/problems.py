@@ -85,6 +85,9 @@ _PROBLEM_RESPONSES = {
     "NotFound": (404, "Task Not Found", "no task 0b7f5c8e-9d0a-4c3e-8f1b-2a6d4e9c7b10 in your organization",
                  {},
                  "No such task in the caller's organization (or no such route)."),
+    "Gone": (410, "Gone", "the export's file was deleted: files are kept 72 hours (EXPORT_RETENTION_HOURS) "
+             "after the export completes; start a new export", {},
+             "The export's file was deleted by retention."),
     "Conflict": (409, "Invalid Task Transition", "cannot pause task 0b7f5c8e-9d0a-4c3e-8f1b-2a6d4e9c7b10: "
                  "it is completed", {"state": "completed", "task_id": "0b7f5c8e-9d0a-4c3e-8f1b-2a6d4e9c7b10"},
                  "The task's current state (in `state`) does not allow this change."),

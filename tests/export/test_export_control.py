@@ -31,8 +31,9 @@ def exported(client, api_key, worker):
     return export_csv(client, api_key, **YEAR)
 
 
-def one_batch_then_pause(client, rt, key: str, task_id: str | None = None) -> tuple[str, dict]:
-    """Start (or resume) an export and ask it to pause while its next batch waits on the lock: it pauses
+def one_batch_then_pause(client, rt, key: str, task_id: str | None = None, *, boundary) -> tuple[str, dict]:
+    """Start (or resume) an export and ask it to pause (through `boundary`, so that the pause waits for
+    the batch boundary rather than cancelling the batch) while its next batch waits on the lock: it pauses
     right after that batch. Returns the task id and the paused task."""
     with responses_locked(rt):
         if task_id is None:
@@ -40,18 +41,18 @@ def one_batch_then_pause(client, rt, key: str, task_id: str | None = None) -> tu
         else:
             assert client.simulate_post(f"/api/resume/{task_id}", headers=auth(key)).status_code == 202
         wait_for_state(client, key, task_id, "running")
-        paused = client.simulate_post(f"/api/pause/{task_id}", headers=auth(key))
+        paused = boundary.simulate_post(f"/api/pause/{task_id}", headers=auth(key))
         assert paused.status_code == 202 and paused.json["state"] == "pausing", paused.text
     return task_id, wait_for_state(client, key, task_id, "paused")
 
 
-def test_paused_and_resumed_export_is_byte_identical(client, api_key, rt, exported):
+def test_paused_and_resumed_export_is_byte_identical(client, boundary_client, api_key, rt, exported):
     # Given an export paused after its first batch
-    task_id, task = one_batch_then_pause(client, rt, api_key)
+    task_id, task = one_batch_then_pause(client, rt, api_key, boundary=boundary_client)
     assert task["progress"] == {"done": 200, "total": 1000, "unit": "rows", "percent": 20.0}
     assert download(client, api_key, task_id).json["state"] == "paused"
     # When it is resumed, paused again after another batch, and resumed to the end
-    _, task = one_batch_then_pause(client, rt, api_key, task_id)
+    _, task = one_batch_then_pause(client, rt, api_key, task_id, boundary=boundary_client)
     assert task["progress"]["done"] == 400
     assert client.simulate_post(f"/api/resume/{task_id}", headers=auth(api_key)).status_code == 202
     task = wait_for_state(client, api_key, task_id, "completed")
@@ -60,8 +61,8 @@ def test_paused_and_resumed_export_is_byte_identical(client, api_key, rt, export
     assert task["result"]["rows"] == 1000 and task["result"]["bytes"] == len(exported)
 
 
-def test_revoking_an_export_deletes_its_partial_file(client, api_key, rt, exported):
-    task_id, _ = one_batch_then_pause(client, rt, api_key)
+def test_revoking_an_export_deletes_its_partial_file(client, boundary_client, api_key, rt, exported):
+    task_id, _ = one_batch_then_pause(client, rt, api_key, boundary=boundary_client)
     assert task_files(rt, task_id) == 1
     revoked = client.simulate_post(f"/api/revoke/{task_id}", headers=auth(api_key))
     assert revoked.status_code in (200, 202), revoked.text
@@ -71,10 +72,11 @@ def test_revoking_an_export_deletes_its_partial_file(client, api_key, rt, export
     assert download(client, api_key, task_id).json["state"] == "revoked"
 
 
-def test_an_export_paused_past_its_deadline_is_revoked_and_its_file_deleted(client, api_key, rt, exported):
+def test_an_export_paused_past_its_deadline_is_revoked_and_its_file_deleted(client, boundary_client, api_key, rt,
+                                                                           exported):
     from services.control.commands import TaskControl
 
-    task_id, _ = one_batch_then_pause(client, rt, api_key)
+    task_id, _ = one_batch_then_pause(client, rt, api_key, boundary=boundary_client)
     with rt.db.transaction() as cur:
         cur.execute("UPDATE tasks SET pause_deadline = now() - interval '1 second' WHERE id = %s", (task_id,))
     assert TaskControl(rt.db, rt.broker, rt.settings).sweep()["pauses_expired"] >= 1
@@ -142,3 +144,18 @@ def test_retention_deletes_old_export_files_and_their_download_is_gone(client, a
     assert gone.status_code == 410
     assert "EXPORT_RETENTION_HOURS" in gone.json["detail"]
     assert get_task(client, api_key, task_id)["state"] == "completed"
+
+
+def test_a_pause_that_cancels_the_batch_in_flight_still_gives_the_same_bytes(client, api_key, rt, exported):
+    # Given an export whose first batch waits on a lock, paused through the fast path (the batch in
+    # flight is cancelled and rolled back)
+    with responses_locked(rt):
+        task_id = start_export(client, api_key, **YEAR).json["task_id"]
+        wait_for_state(client, api_key, task_id, "running")
+        paused = client.simulate_post(f"/api/pause/{task_id}", params={"wait": "10"}, headers=auth(api_key))
+        assert paused.status_code == 200, paused.text
+    assert paused.json["progress"]["done"] == 0
+    # When it is resumed to the end, the file is the one of the export that ran straight through
+    assert client.simulate_post(f"/api/resume/{task_id}", headers=auth(api_key)).status_code == 202
+    wait_for_state(client, api_key, task_id, "completed")
+    assert download(client, api_key, task_id).content == exported

@@ -65,7 +65,7 @@ def test_the_contract_paths_and_parameters(document):
     listing = resolve(document, paths["/api/tasks/"]["get"])
     assert {p["name"] for p in listing["parameters"]} == {"state", "kind", "limit", "offset"}
     kind = next(p for p in listing["parameters"] if p["name"] == "kind")
-    assert kind["schema"]["items"]["enum"] == ["upload"]
+    assert kind["schema"]["items"]["enum"] == ["upload", "export"]
     request_body = resolve(document, paths["/api/upload-file/"]["post"])["requestBody"]
     body = request_body["content"]["multipart/form-data"]
     assert body["schema"]["properties"]["file"] == {"type": "string", "format": "binary",
@@ -83,6 +83,9 @@ def test_error_statuses_are_problems_and_api_routes_need_the_key(document):
         ("/api/tasks/", "get"): {"200", "400", "401", "500"},
         ("/api/tasks/{task_id}/", "get"): {"200", "400", "401", "404", "500"},
         ("/api/upload-file/", "post"): {"202", "400", "401", "413", "415", "422", "500"},
+        ("/api/export/", "post"): {"202", "400", "401", "500"},
+        ("/api/export/", "get"): {"202", "400", "401", "500"},
+        ("/api/tasks/{task_id}/download/", "get"): {"200", "401", "404", "409", "410", "500"},
         ("/health/live", "get"): {"200", "500"},
         ("/health/ready", "get"): {"200", "500", "503"},
         ("/health/{service}", "get"): {"200", "404", "500", "503"},

@@ -53,5 +53,8 @@ def test_api_conforms_to_its_documentation(case, live_gateway, schemathesis_key)
         # The schema can say "a file", not "a CSV file with the required header": a schema-valid upload
         # may rightly get its documented 422.
         excluded.append(positive_data_acceptance)
+    if case.path == "/api/export/":
+        # Likewise "from_date not after to_date" has no JSON Schema form: such a pair is rightly a 400.
+        excluded.append(positive_data_acceptance)
     case.call_and_validate(base_url=live_gateway.url, headers=auth(schemathesis_key),
                            excluded_checks=excluded, additional_checks=[health_fail_is_the_only_5xx])
