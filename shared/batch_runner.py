@@ -21,7 +21,7 @@ import psycopg2.errors
 from shared import storage
 from shared import tasks as t
 from shared.broker import schedule_pause_expiry
-from shared.control_middleware import ControlMiddleware
+from shared.control_middleware import ControlMiddleware, StopRequested
 from shared.tasks import Task, TaskState
 
 logger = logging.getLogger(__name__)
@@ -117,11 +117,16 @@ class BatchRunner:
                                     lease_owner=owner, result=batch.result or {})
                             logger.info("task %s completed", task_id)
                             return TaskState.COMPLETED
-                except psycopg2.errors.QueryCanceled:
-                    # A stop request cut the batch short; it rolled back and is redone from the checkpoint.
-                    state = self._current_state(task_id, owner)
+                except (psycopg2.errors.QueryCanceled, StopRequested):
+                    # A stop request cut the batch short. What was committed is in the database: go on
+                    # from there, whatever the state and checkpoint this run last saw.
+                    current = self._reload(task_id, owner)
+                    state = None if current is None else current.state
                     if state is None or state is TaskState.REVOKING:
                         raise _StopBatch(state) from None
+                    if state is TaskState.COMPLETED:
+                        return state
+                    checkpoint = current.checkpoint
                     if state is TaskState.RUNNING:
                         continue
                 if state is TaskState.PAUSING:
@@ -138,10 +143,12 @@ class BatchRunner:
             logger.exception("task %s failed unexpectedly", task_id)
             return self._fail(job, task, owner, actor, {"code": "internal_error", "message": str(exc)})
 
-    def _current_state(self, task_id: uuid.UUID, owner: uuid.UUID) -> TaskState | None:
-        """The task's state, or None when this run no longer holds it."""
+    def _reload(self, task_id: uuid.UUID, owner: uuid.UUID) -> Task | None:
+        """The task as stored (its lease renewed), or None when this run no longer holds it."""
         with self.db.transaction() as cur:
-            return t.renew_lease(cur, task_id, owner, self.settings.task_lease_seconds)
+            if t.renew_lease(cur, task_id, owner, self.settings.task_lease_seconds) is None:
+                return None
+            return t.get_task(cur, task_id)
 
     def _confirm_pause(self, task: Task, owner: uuid.UUID, actor: str) -> TaskState:
         with self.db.transaction() as cur:

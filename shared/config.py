@@ -34,7 +34,7 @@ class Settings:
     export_retention_hours: int = 72
     # A worker holds a task for this long after each batch; a crashed worker's task is taken over after it.
     task_lease_seconds: int = 30
-    upload_batch_rows: int = 5000
+    upload_batch_rows: int = 20000
     export_batch_rows: int = 10000
     data_dir: Path = Path(".data")
     db_pool_size: int = 10
@@ -54,7 +54,7 @@ class Settings:
             max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 1024 * 1024 * 1024, minimum=1),
             export_retention_hours=_int(env, "EXPORT_RETENTION_HOURS", 72, minimum=1),
             task_lease_seconds=_int(env, "TASK_LEASE_SECONDS", 30, minimum=1),
-            upload_batch_rows=_int(env, "UPLOAD_BATCH_ROWS", 5000, minimum=1),
+            upload_batch_rows=_int(env, "UPLOAD_BATCH_ROWS", 20000, minimum=1),
             export_batch_rows=_int(env, "EXPORT_BATCH_ROWS", 10000, minimum=1),
             data_dir=Path(env.get("COLLECT_DATA_DIR") or ".data"),
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=2),

@@ -5,8 +5,10 @@ commits each batch, so a stop request is always answered at the next batch bound
 the answer fast and keeps stale work away:
 
 * It listens on a Redis channel where the control service announces stop requests. If the named task is
-  in the middle of a batch in this worker, the batch's database statement is cancelled: the batch rolls
-  back (it is redone from the checkpoint on resume) and the runner stops at once instead of finishing it.
+  in the middle of a batch in this worker, the batch is interrupted the way Dramatiq's TimeLimit
+  interrupts an actor: its database statement is cancelled (that ends a wait inside libpq) and
+  StopRequested is raised in the worker thread (that ends Python work). The batch rolls back, it is redone
+  from the checkpoint on resume, and the runner stops at once instead of finishing it.
 * Before an actor runs, a message of a task that is paused, finished, revoked, or held by a live worker is
   skipped (duplicate or stale messages are harmless).
 """
@@ -21,8 +23,14 @@ import uuid
 
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.threading import Interrupt, raise_thread_exception
 
 logger = logging.getLogger(__name__)
+
+
+class StopRequested(Interrupt):
+    """Raised in a worker thread whose task was asked to stop in the middle of a batch. An Interrupt (a
+    BaseException), so that a job's `except Exception` cannot swallow it."""
 
 
 def stop_channel(broker: dramatiq.Broker) -> str:
@@ -42,7 +50,7 @@ class ControlMiddleware(Middleware):
 
     def __init__(self, db) -> None:
         self.db = db
-        self._in_batch: dict[str, object] = {}
+        self._in_batch: dict[str, tuple[object, int]] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._listener: threading.Thread | None = None
@@ -82,10 +90,11 @@ class ControlMiddleware(Middleware):
 
     @contextlib.contextmanager
     def interruptible(self, task_id, connection):
-        """While the block runs, a stop request for the task cancels `connection`'s current statement."""
+        """While the block runs, a stop request for the task cancels `connection`'s current statement and
+        raises StopRequested in this thread."""
         key = str(task_id)
         with self._lock:
-            self._in_batch[key] = connection
+            self._in_batch[key] = (connection, threading.get_ident())
         try:
             yield
         finally:
@@ -95,10 +104,12 @@ class ControlMiddleware(Middleware):
 
     def interrupt(self, task_id: str) -> bool:
         with self._lock:
-            connection = self._in_batch.get(task_id)
-            if connection is None:
+            entry = self._in_batch.get(task_id)
+            if entry is None:
                 return False
+            connection, thread_id = entry
             connection.cancel()
+            raise_thread_exception(thread_id, StopRequested)
         logger.info("task %s: stop requested, cancelling its batch", task_id)
         return True
 

@@ -40,7 +40,13 @@ class ReadAhead(Generic[T]):
         return self
 
     def __next__(self) -> T:
-        item, error = self._queue.get()
+        while True:
+            # Waking up now and then lets an asynchronous exception (a stop request) reach this thread.
+            try:
+                item, error = self._queue.get(timeout=0.02)
+                break
+            except queue.Empty:
+                continue
         if error is not None:
             raise error
         if item is _DONE:
