@@ -14,14 +14,19 @@ from tests.conftest import new_key, wait_for
 
 
 class SlowJob:
-    """A job whose every batch would take a minute."""
+    """A job whose every batch would take a minute, waiting on PostgreSQL (or in Python)."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_python: bool = False) -> None:
+        self.in_python = in_python
         self.rolled_back = False
         self.closed = False
 
     def run_batch(self, cur, task, checkpoint):
-        cur.execute("SELECT pg_sleep(60)")
+        if self.in_python:
+            for _ in range(600):
+                time.sleep(0.1)
+        else:
+            cur.execute("SELECT pg_sleep(60)")
         return Batch(checkpoint={"n": 1}, done=1, total=2)
 
     def rollback(self, cur, task) -> None:
@@ -31,7 +36,7 @@ class SlowJob:
         self.closed = True
 
 
-def start_slow_task(rt):
+def start_slow_task(rt, in_python: bool = False):
     from shared import orgs
 
     key = new_key(rt)
@@ -39,7 +44,7 @@ def start_slow_task(rt):
         organization_id = orgs.authenticate(cur, key)[0]
         task = t.create_task(cur, organization_id=organization_id, kind="slow", queue_name="nowhere",
                              actor_name="nobody", progress_unit="steps", actor="test")
-    job = SlowJob()
+    job = SlowJob(in_python)
     outcome = {}
     runner = threading.Thread(target=lambda: outcome.setdefault(
         "state", BatchRunner(rt.db, rt.broker, rt.settings).run(job, task.id)))
@@ -66,6 +71,14 @@ def test_pause_cancels_the_batch_in_flight(rt, worker):
     assert paused.checkpoint is None, "the cancelled batch must not have been committed"
     assert paused.lease_owner is None
     assert job.closed
+
+
+def test_pause_interrupts_python_work_in_the_batch(rt, worker):
+    task, job, runner, outcome = start_slow_task(rt, in_python=True)
+    TaskControl(rt.db, rt.broker, rt.settings).pause(task.organization_id, task.id, "test")
+    runner.join(30)
+    assert not runner.is_alive()
+    assert outcome["state"] is t.TaskState.PAUSED
 
 
 def test_revoke_cancels_the_batch_in_flight_and_rolls_back(rt, worker):
