@@ -35,7 +35,7 @@ class Settings:
     # A worker holds a task for this long after each batch; a crashed worker's task is taken over after it.
     task_lease_seconds: int = 30
     upload_batch_rows: int = 20000
-    export_batch_rows: int = 10000
+    export_batch_rows: int = 40000
     data_dir: Path = Path(".data")
     db_pool_size: int = 10
     # Prefix of the broker's Redis keys: separate namespaces on one Redis never see each other's messages.
@@ -55,7 +55,7 @@ class Settings:
             export_retention_hours=_int(env, "EXPORT_RETENTION_HOURS", 72, minimum=1),
             task_lease_seconds=_int(env, "TASK_LEASE_SECONDS", 30, minimum=1),
             upload_batch_rows=_int(env, "UPLOAD_BATCH_ROWS", 20000, minimum=1),
-            export_batch_rows=_int(env, "EXPORT_BATCH_ROWS", 10000, minimum=1),
+            export_batch_rows=_int(env, "EXPORT_BATCH_ROWS", 40000, minimum=1),
             data_dir=Path(env.get("COLLECT_DATA_DIR") or ".data"),
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=2),
             broker_namespace=env.get("BROKER_NAMESPACE") or "dramatiq",
