@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 
 import psycopg2
-
 from benchlib import fresh_database, post_file, server_urls, stack, wait_state
 
 from services.upload.sample_data import QUESTIONS, write_responses

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -90,7 +90,7 @@ class Task:
         return max(0, self.progress_done - (self.run_started_done or 0)) / elapsed
 
     def to_json(self, now: datetime | None = None) -> dict[str, Any]:
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         rate = self.rate_per_second(now)
         eta = None
         if rate and self.progress_total is not None:
@@ -124,7 +124,7 @@ class Task:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 _TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}

@@ -8,7 +8,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 REQUIRED_COLUMNS = ("response_id", "form_id", "submitted_at")
 MAX_HEADER_BYTES = 1024 * 1024
@@ -198,7 +198,9 @@ def parse_response_id(value: str) -> str | None:
 
 
 # Forms of ISO-8601 that PostgreSQL reads exactly as Python does: passed to COPY as they are.
-_PLAIN_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?")
+_PLAIN_TIMESTAMP = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"
+)
 
 
 def timestamp_for_copy(value: str, parsed: datetime) -> str:
@@ -214,5 +216,5 @@ def parse_submitted_at(value: str) -> datetime | None:
     except ValueError:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment

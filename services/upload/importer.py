@@ -136,7 +136,7 @@ def parse_batches(stream: CsvStream, header: Header, batch_rows: int, organizati
                         waiting -= answered
                         new_forms.add(form_id)
                 answers = ",".join([key + _json_string(row[i])
-                                    for key, i in zip(key_prefixes, question_index) if row[i]])
+                                    for key, i in zip(key_prefixes, question_index, strict=True) if row[i]])
                 batch.ids.append(response_id)
                 batch.lines.append(f"{prefix}{response_id}\t{_copy_text(form_id)}\t"
                                    f"{timestamp_for_copy(row[sat], submitted_at)}\t"

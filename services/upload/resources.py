@@ -36,8 +36,9 @@ class UploadResource:
         self.settings = settings
 
     def _too_large(self) -> Problem:
-        return Problem(falcon.HTTP_413, f"the file is larger than MAX_UPLOAD_BYTES ({self.settings.max_upload_bytes} bytes)",
-                       title="Payload Too Large", max_upload_bytes=self.settings.max_upload_bytes)
+        limit = self.settings.max_upload_bytes
+        return Problem(falcon.HTTP_413, f"the file is larger than MAX_UPLOAD_BYTES ({limit} bytes)",
+                       title="Payload Too Large", max_upload_bytes=limit)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Store an uploaded CSV file of form responses and queue its import as a task.
@@ -106,7 +107,8 @@ class UploadResource:
         with self.db.transaction() as cur:
             file_id = storage.create_file(cur, organization_id=caller.organization_id, purpose="upload",
                                           filename=part.secure_filename if part.filename else None)
-            size = storage.write_stream(cur, file_id, _PrefixedStream(head, part.stream), self.settings.max_upload_bytes)
+            size = storage.write_stream(cur, file_id, _PrefixedStream(head, part.stream),
+                                        self.settings.max_upload_bytes)
             task = t.create_task(
                 cur, organization_id=caller.organization_id, kind=upload.KIND, queue_name=upload.QUEUE,
                 actor_name=upload.ACTOR, progress_unit="bytes", actor=caller.actor,

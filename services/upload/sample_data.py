@@ -8,7 +8,7 @@ import csv
 import random
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 FORMS = {
     "household-survey-2024": ["village", "household_size", "water_source", "notes"],
@@ -43,7 +43,7 @@ def write_responses(out, count: int, seed: int = 42) -> None:
     rng = random.Random(seed)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["response_id", "form_id", "submitted_at", *QUESTIONS])
-    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
     forms = list(FORMS)
     for _ in range(count):
         form = rng.choice(forms)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import timezone
+from datetime import UTC
 
 from falcon import testing
 
@@ -155,7 +155,7 @@ def test_submitted_at_forms_are_stored_as_the_instant_they_name(client, api_key,
     assert wait_for_state(client, api_key, task_id, "completed")["result"]["rows_inserted"] == len(cases)
     with rt.db.transaction() as cur:
         cur.execute("SELECT response_id::text AS id, submitted_at FROM responses WHERE upload_task_id = %s", (task_id,))
-        stored = {row["id"]: row["submitted_at"].astimezone(timezone.utc).isoformat()
+        stored = {row["id"]: row["submitted_at"].astimezone(UTC).isoformat()
                   for row in cur.fetchall()}
     assert {ids[rid]: value for rid, value in stored.items()} == cases
 
