@@ -20,12 +20,13 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from shared.db import drop_database, recreate_database  # noqa: E402
 
 BENCH_DATABASE = "collect_bench_export"
 FROM_DATE, TO_DATE = "2024-01-15", "2024-12-15"
@@ -61,20 +62,6 @@ FROM (
   FROM generate_series(1, %(rows)s) AS g
 ) AS generated
 """
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-def drop_database(server_url: str, then_create: bool = False) -> None:
-    conn = psycopg2.connect(server_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-        if then_create:
-            cur.execute(f"CREATE DATABASE {BENCH_DATABASE}")
-    conn.close()
 
 
 def load(database_url: str, rows: int) -> uuid.UUID:
@@ -155,8 +142,7 @@ def main() -> int:
     args = parser.parse_args()
     server_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
-    drop_database(server_url, then_create=True)
-    database_url = with_database(server_url, BENCH_DATABASE)
+    database_url = recreate_database(server_url, BENCH_DATABASE)
     os.environ["DATABASE_URL"] = database_url  # the runtime (and its actor) use the benchmark database only
 
     started = time.perf_counter()
@@ -191,7 +177,7 @@ def main() -> int:
     print(f"export / raw COPY rate: {ratio:.0%} (median of {args.rounds} rounds; rates above are medians)")
     if not args.keep:
         runtime().db.close()
-        drop_database(server_url)
+        drop_database(server_url, BENCH_DATABASE)
     return 0
 
 

@@ -10,15 +10,13 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
 import redis
-from psycopg2 import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from shared.db import recreate_database  # noqa: E402
 from shared.migrate import migrate  # noqa: E402
 
 NAMESPACE = "bench"
@@ -31,13 +29,7 @@ def server_urls() -> tuple[str, str]:
 
 def fresh_database(server_url: str, name: str) -> str:
     """Drop and create database `name` on the server, migrate it; returns its URL."""
-    conn = psycopg2.connect(server_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    conn.close()
-    url = urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    url = recreate_database(server_url, name)
     migrate(url)
     return url
 

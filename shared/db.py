@@ -6,10 +6,12 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extras
 import psycopg2.pool
+from psycopg2 import sql
 
 psycopg2.extras.register_uuid()
 
@@ -67,3 +69,33 @@ class Database:
         if self._pool is not None and self._pid == os.getpid():
             self._pool.closeall()
         self._pool = None
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` with its database name replaced by `name`."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database `name` (closing its connections) on the server `server_url` points at."""
+    conn = psycopg2.connect(server_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
+def recreate_database(server_url: str, name: str) -> str:
+    """Drop and create database `name` on the server `server_url` points at (for tests and benchmarks,
+    never for the database `server_url` names itself); returns its URL."""
+    drop_database(server_url, name)
+    conn = psycopg2.connect(server_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+    return with_database(server_url, name)

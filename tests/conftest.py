@@ -13,10 +13,10 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
 import pytest
 import redis
-from psycopg2 import sql
+
+from shared.db import recreate_database
 
 ROOT = Path(__file__).resolve().parent.parent
 _embedded = None
@@ -25,15 +25,6 @@ _embedded = None
 def _with_path(url: str, path: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=path))
-
-
-def _recreate_database(server_url: str, name: str) -> None:
-    conn = psycopg2.connect(server_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    conn.close()
 
 
 def pytest_configure(config):
@@ -47,8 +38,7 @@ def pytest_configure(config):
         base_db = base_db or _embedded.database_url
         base_redis = base_redis or _embedded.redis_url
     db_name = os.environ.get("COLLECT_TEST_DB", "collect_tests")
-    _recreate_database(base_db, db_name)
-    test_db = _with_path(base_db, f"/{db_name}")
+    test_db = recreate_database(base_db, db_name)
     test_redis = _with_path(base_redis, f"/{os.environ.get('COLLECT_TEST_REDIS_DB', '15')}")
     redis.Redis.from_url(test_redis).flushdb()
     os.environ.update({
