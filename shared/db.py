@@ -76,26 +76,24 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
-def drop_database(server_url: str, name: str) -> None:
-    """Drop database `name` (closing its connections) on the server `server_url` points at."""
+def _run_outside_transaction(server_url: str, statement: sql.Composable) -> None:
     conn = psycopg2.connect(server_url)
-    conn.autocommit = True
+    conn.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
     try:
         with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            cur.execute(statement)
     finally:
         conn.close()
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database `name` (closing its connections) on the server `server_url` points at."""
+    _run_outside_transaction(server_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def recreate_database(server_url: str, name: str) -> str:
     """Drop and create database `name` on the server `server_url` points at (for tests and benchmarks,
     never for the database `server_url` names itself); returns its URL."""
     drop_database(server_url, name)
-    conn = psycopg2.connect(server_url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    finally:
-        conn.close()
+    _run_outside_transaction(server_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return with_database(server_url, name)
