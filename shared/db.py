@@ -88,7 +88,8 @@ def _run_outside_transaction(server_url: str, statement: sql.Composable) -> None
 
 def drop_database(server_url: str, name: str) -> None:
     """Drop database `name` (closing its connections) on the server `server_url` points at."""
-    _run_outside_transaction(server_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    _run_outside_transaction(server_url, statement)
 
 
 def recreate_database(server_url: str, name: str) -> str:
