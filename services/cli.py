@@ -10,7 +10,7 @@ import time
 
 import click
 
-from shared.config import Settings
+from shared.config import ConfigError, Settings
 from shared.db import Database
 from shared.health import SERVICES
 from shared.migrate import migrate
@@ -39,7 +39,17 @@ def _settings_with_database(start_redis: bool = False) -> tuple[Settings, object
                               settings.redis_url or embedded.redis_url), embedded
 
 
-@click.group()
+class _Group(click.Group):
+    """Reports a configuration problem as one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group)
 def main() -> None:
     """Collect Tasks: pausable, resumable, revocable upload and export tasks."""
 
@@ -107,6 +117,9 @@ def up(dev_key: bool) -> None:
     signal.signal(signal.SIGINT, stop)
     _wait_until_ready(settings.port, children)
     click.echo(f"Collect Tasks is running at http://localhost:{settings.port}/ (health: /health/ready)")
+    if embedded is not None:
+        click.echo(f"Embedded servers (for other commands, e.g. `collect health`): "
+                   f"DATABASE_URL='{settings.database_url}' REDIS_URL='{settings.redis_url}'")
     if dev_key:
         click.echo("Development API key (organization 'development'):")
         click.echo(_create_key(settings, "development"))
