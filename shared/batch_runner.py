@@ -124,8 +124,6 @@ class BatchRunner:
                     state = None if current is None else current.state
                     if state is None or state is TaskState.REVOKING:
                         raise _StopBatch(state) from None
-                    if state is TaskState.COMPLETED:
-                        return state
                     checkpoint = current.checkpoint
                     if state is TaskState.RUNNING:
                         continue
