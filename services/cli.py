@@ -23,6 +23,8 @@ WORKER_DOMAINS = (
 )
 # periodiq imports every module that declares periodic actors: the control sweep and export retention.
 SCHEDULER_MODULES = ("services.control.actors", "services.export.actors")
+# `collect up` starts a process that exits again, unless it exits more than this often.
+MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60
 # JSON log lines (shared.logs) from gunicorn too.
 GUNICORN_CONFIG = "python:services.gateway.gunicorn_config"
 
@@ -124,12 +126,24 @@ def up(dev_key: bool) -> None:
         click.echo("Development API key (organization 'development'):")
         click.echo(_create_key(settings, "development"))
     exit_code = 0
+    restarts: list[list[float]] = [[] for _ in children]
     try:
         while not stopping:
-            for child in children:
-                if child.poll() is not None:
-                    click.echo(f"{child.args[0]} exited with {child.returncode}; stopping", err=True)
+            for index, child in enumerate(children):
+                if child.poll() is None:
+                    continue
+                # A process that died (killed, crashed) is started again: its tasks are taken over from
+                # their checkpoints once their lease expires. One that keeps dying stops everything.
+                now = time.monotonic()
+                restarts[index] = [at for at in restarts[index] if now - at < RESTART_WINDOW_SECONDS] + [now]
+                name = os.path.basename(child.args[0])
+                if len(restarts[index]) > MAX_RESTARTS:
+                    click.echo(f"{name} exited with {child.returncode} {MAX_RESTARTS} times within "
+                               f"{RESTART_WINDOW_SECONDS} s; stopping", err=True)
                     stopping, exit_code = True, 1
+                    break
+                click.echo(f"{name} exited with {child.returncode}; starting it again", err=True)
+                children[index] = subprocess.Popen(commands[index], env=env)
             time.sleep(0.5)
     finally:
         for child in children:

@@ -12,9 +12,11 @@ from periodiq import PeriodiqMiddleware
 
 CONTROL_QUEUE = "control"
 EXPIRE_PAUSE_ACTOR = "expire_pause"
+SWEEP_ACTOR = "sweep"
 
 
-def create_broker(redis_url: str, db, namespace: str = "dramatiq") -> RedisBroker:
+def create_broker(redis_url: str, db, namespace: str = "dramatiq",
+                  recovery_sweep_after: float | None = None) -> RedisBroker:
     """A Redis broker with the task-control, heartbeat and log-context middleware, installed as
     Dramatiq's global broker."""
     from shared.control_middleware import ControlMiddleware
@@ -23,7 +25,7 @@ def create_broker(redis_url: str, db, namespace: str = "dramatiq") -> RedisBroke
 
     broker = RedisBroker(url=redis_url, namespace=namespace)
     broker.add_middleware(PeriodiqMiddleware(skip_delay=30))
-    broker.add_middleware(ControlMiddleware(db))
+    broker.add_middleware(ControlMiddleware(db, recovery_sweep_after))
     broker.add_middleware(Heartbeat())
     broker.add_middleware(LogContext())
     dramatiq.set_broker(broker)
@@ -34,6 +36,12 @@ def send_task_message(broker: dramatiq.Broker, queue_name: str, actor_name: str,
     """Ask the task's service to act on it (run, continue from its checkpoint, or roll back)."""
     broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=(str(task_id),),
                                     kwargs={}, options={}))
+
+
+def schedule_sweep(broker: dramatiq.Broker, delay_seconds: float) -> None:
+    """Have the control service sweep (expire pauses, recover stalled tasks) in `delay_seconds`."""
+    message = dramatiq.Message(queue_name=CONTROL_QUEUE, actor_name=SWEEP_ACTOR, args=(), kwargs={}, options={})
+    broker.enqueue(message, delay=int(delay_seconds * 1000))
 
 
 def schedule_pause_expiry(broker: dramatiq.Broker, task_id, delay_seconds: float) -> None:

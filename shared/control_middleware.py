@@ -25,6 +25,8 @@ import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 from dramatiq.threading import Interrupt, raise_thread_exception
 
+from shared.broker import schedule_sweep
+
 logger = logging.getLogger(__name__)
 
 
@@ -48,8 +50,9 @@ def announce_stop(broker: dramatiq.Broker, task_id) -> None:
 class ControlMiddleware(Middleware):
     actor_options = {"controls_task"}
 
-    def __init__(self, db) -> None:
+    def __init__(self, db, recovery_sweep_after: float | None = None) -> None:
         self.db = db
+        self.recovery_sweep_after = recovery_sweep_after
         self._in_batch: dict[str, tuple[object, int]] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -65,6 +68,10 @@ class ControlMiddleware(Middleware):
         self._stopping.clear()
         self._listener = threading.Thread(target=self._listen, args=(broker,), name="task-stop", daemon=True)
         self._listener.start()
+        if self.recovery_sweep_after is not None:
+            # A worker starting may be one restarting after a crash: once the tasks it held have outlived
+            # their lease, sweep, rather than wait for the scheduler's next minute.
+            schedule_sweep(broker, self.recovery_sweep_after)
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker) -> None:
         self._stopping.set()

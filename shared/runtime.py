@@ -24,4 +24,5 @@ def runtime() -> Runtime:
     settings = Settings.from_env()
     database_url, redis_url = settings.require_urls()
     db = Database(database_url, maxconn=settings.db_pool_size)
-    return Runtime(settings=settings, db=db, broker=create_broker(redis_url, db, settings.broker_namespace))
+    return Runtime(settings=settings, db=db, broker=create_broker(
+        redis_url, db, settings.broker_namespace, recovery_sweep_after=settings.task_lease_seconds + 1))

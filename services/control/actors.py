@@ -9,7 +9,7 @@ import dramatiq
 from periodiq import cron
 
 from services.control.commands import TaskControl
-from shared.broker import CONTROL_QUEUE, EXPIRE_PAUSE_ACTOR
+from shared.broker import CONTROL_QUEUE, EXPIRE_PAUSE_ACTOR, SWEEP_ACTOR
 from shared.runtime import runtime
 
 _rt = runtime()
@@ -24,7 +24,7 @@ def expire_pause(task_id: str) -> None:
 
 # periodiq has no lock: two schedulers may both send this; every step of the sweep is a guarded
 # transition, so running it twice changes nothing the first run did not.
-@dramatiq.actor(queue_name=CONTROL_QUEUE, periodic=cron("* * * * *"), max_retries=0)
+@dramatiq.actor(queue_name=CONTROL_QUEUE, actor_name=SWEEP_ACTOR, periodic=cron("* * * * *"), max_retries=0)
 def sweep() -> None:
     """Expire overdue pauses and recover tasks whose worker died."""
     _control.sweep()
