@@ -48,9 +48,7 @@ def write_stream(cur, file_id: uuid.UUID, stream, limit: int | None = None) -> i
         size += len(chunk)
         if limit is not None and size > limit:
             raise FileTooLarge(limit)
-        cur.execute(
-            "INSERT INTO stored_file_chunks (file_id, seq, data) VALUES (%s, %s, %s)", (file_id, seq, chunk)
-        )
+        _copy_chunk(cur, file_id, seq, chunk)
         seq += 1
     cur.execute("UPDATE stored_files SET size_bytes = %s WHERE id = %s", (size, file_id))
     return size
@@ -94,6 +92,23 @@ SELECT %s, seq, data FROM file_append_staging WHERE NOT extends_chunk ORDER BY s
 """
 _PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _PGCOPY_TRAILER = struct.pack("!h", -1)
+
+
+_COPY_CHUNK = "COPY stored_file_chunks (file_id, seq, data) FROM STDIN WITH (FORMAT binary)"
+
+
+def _copy_chunk(cur, file_id: uuid.UUID, seq: int, chunk: bytes) -> None:
+    """Insert one chunk with a binary COPY (a bytea bind parameter would travel hex-encoded)."""
+    row = io.BytesIO()
+    row.write(_PGCOPY_HEADER)
+    # Binary COPY tuple: field count, then each field as length + bytes (uuid, int4, bytea).
+    row.write(struct.pack("!hi", 3, 16))
+    row.write(file_id.bytes)
+    row.write(struct.pack("!iii", 4, seq, len(chunk)))
+    row.write(chunk)
+    row.write(_PGCOPY_TRAILER)
+    row.seek(0)
+    cur.copy_expert(_COPY_CHUNK, row)
 
 
 def append(cur, file_id: uuid.UUID, data: bytes, size_before: int) -> int:
