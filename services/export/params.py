@@ -77,6 +77,9 @@ def parse_export_query(query: Mapping[str, str | list[str]]) -> ExportRange:
             raise InvalidParameter(name, f"{name} is given more than once")
         values[name] = None if value is None else value.strip()
     for name in ("from_date", "to_date"):
+        # The original API documented its URL as `?from_date={}&to_date={}/`: a trailing slash is tolerated.
+        if values[name] and values[name].endswith("/"):
+            values[name] = values[name][:-1]
         if not values[name]:
             raise InvalidParameter(name, f"{name} is required: a date (YYYY-MM-DD) or an ISO-8601 date-time")
     if values["form_id"] == "":

@@ -206,3 +206,11 @@ def test_bad_parameters_are_400_naming_the_parameter(client, api_key, rt, query,
 def test_export_requires_a_key(client):
     assert client.simulate_post("/api/export/", params={"from_date": "2024-01-01", "to_date": "2024-01-02"}
                                 ).status_code == 401
+
+
+def test_the_original_apis_url_form_with_a_slash_after_to_date_works(client, api_key, worker):
+    # The seed project documented /api/export/?from_date={}&to_date={}/
+    result = client.simulate_get("/api/export/", query_string="from_date=2024-01-01&to_date=2024-01-31/",
+                                 headers=auth(api_key))
+    assert result.status_code == 202, result.text
+    assert result.json["params"]["to_date"] == "2024-01-31"
