@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error, positive_data_acceptance
+from schemathesis.checks import negative_data_rejection, not_a_server_error, positive_data_acceptance
 
 from services.gateway.app import create_app
 from services.gateway.openapi import build_spec
@@ -45,7 +45,10 @@ def health_fail_is_the_only_5xx(ctx, response, case) -> None:
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_documentation(case, live_gateway, schemathesis_key):
-    excluded = []
+    # The issue asks for no 5xx and responses that conform to the document. Whether a request that breaks
+    # the schema is refused is not checked: the harness adds the API key to every request, so a case meant
+    # to lack it (and to fail) is sent with it, and schemathesis then reports its 200 as a failure.
+    excluded = [negative_data_rejection]
     if case.path.startswith("/health/"):
         # No worker runs during this test: /health/{service} rightly answers 503 (checked just below).
         excluded.append(not_a_server_error)
