@@ -75,6 +75,8 @@ def parse_export_query(query: Mapping[str, str | list[str]]) -> ExportRange:
         value = query.get(name)
         if isinstance(value, list):
             raise InvalidParameter(name, f"{name} is given more than once")
+        if value is not None and "\x00" in value:
+            raise InvalidParameter(name, f"{name} must not contain NUL characters")
         values[name] = None if value is None else value.strip()
     for name in ("from_date", "to_date"):
         # The original API documented its URL as `?from_date={}&to_date={}/`: a trailing slash is tolerated.

@@ -8,10 +8,10 @@ from services import export
 from services.control.resources import task_not_found
 from services.export.exporter import exported_file
 from services.export.params import InvalidParameter, parse_export_query
+from services.gateway.accepted import start_task
 from services.gateway.problems import Problem
 from shared import storage
 from shared import tasks as t
-from shared.broker import send_task_message
 from shared.tasks import TaskState
 
 
@@ -74,10 +74,7 @@ class ExportResource:
                 cur, organization_id=caller.organization_id, kind=export.KIND, queue_name=export.QUEUE,
                 actor_name=export.ACTOR, progress_unit="rows", actor=caller.actor, params=wanted.to_params(),
             )
-        send_task_message(self.broker, task.queue_name, task.actor_name, task.id)
-        resp.status = falcon.HTTP_202
-        resp.set_header("Location", f"/api/tasks/{task.id}/")
-        resp.media = task.to_json()
+        start_task(resp, self.broker, task)
 
     on_get = on_post
 

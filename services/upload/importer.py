@@ -194,8 +194,7 @@ class UploadJob:
         if checkpoint is None:
             checkpoint = self._start(task)
         parsed = self._next_parsed(task, checkpoint)
-        cur.execute("SET LOCAL synchronous_commit = off")
-        cur.execute("SET LOCAL TimeZone = 'UTC'")
+        cur.execute("SET LOCAL synchronous_commit = off; SET LOCAL TimeZone = 'UTC'")
         inserted = self._insert(cur, task, parsed) if parsed.lines else 0
         for form_id, questions in parsed.questions_seen.items():
             cur.execute(_REMEMBER_QUESTIONS, {"org": task.organization_id, "form": form_id, "questions": questions})

@@ -5,11 +5,11 @@ from __future__ import annotations
 import falcon
 
 from services import upload
+from services.gateway.accepted import start_task
 from services.gateway.problems import Problem
 from services.upload.csv_format import BadHeader, read_header
 from shared import storage
 from shared import tasks as t
-from shared.broker import send_task_message
 
 # Allowance for the multipart envelope around the file when checking Content-Length up front.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -92,10 +92,7 @@ class UploadResource:
             raise self._too_large() from None
         except falcon.MediaMalformedError as exc:
             raise Problem(falcon.HTTP_400, f"the multipart body could not be parsed: {exc.description}") from None
-        send_task_message(self.broker, task.queue_name, task.actor_name, task.id)
-        resp.status = falcon.HTTP_202
-        resp.set_header("Location", f"/api/tasks/{task.id}/")
-        resp.media = task.to_json()
+        start_task(resp, self.broker, task)
 
     def _store(self, caller, part) -> t.Task:
         """Stream the file into storage and create its task, in one transaction: all or nothing."""
@@ -105,14 +102,16 @@ class UploadResource:
         except BadHeader as exc:
             raise Problem(falcon.HTTP_422, f"the file cannot be imported: {exc}", title="Bad CSV Header") from None
         with self.db.transaction() as cur:
+            # The client's name for the file, made safe (no path, no NUL: PostgreSQL text cannot hold one).
+            filename = part.secure_filename if part.filename else None
             file_id = storage.create_file(cur, organization_id=caller.organization_id, purpose="upload",
-                                          filename=part.secure_filename if part.filename else None)
+                                          filename=filename)
             size = storage.write_stream(cur, file_id, _PrefixedStream(head, part.stream),
                                         self.settings.max_upload_bytes)
             task = t.create_task(
                 cur, organization_id=caller.organization_id, kind=upload.KIND, queue_name=upload.QUEUE,
                 actor_name=upload.ACTOR, progress_unit="bytes", actor=caller.actor,
-                params={"file_id": str(file_id), "filename": part.filename, "size_bytes": size},
+                params={"file_id": str(file_id), "filename": filename, "size_bytes": size},
             )
             storage.attach_to_task(cur, file_id, task.id)
         return task

@@ -166,3 +166,9 @@ def test_the_uploaded_file_is_deleted_once_imported(client, api_key, worker, rt)
     with rt.db.transaction() as cur:
         cur.execute("SELECT count(*) AS n FROM stored_files WHERE task_id = %s", (task_id,))
         assert cur.fetchone()["n"] == 0
+
+
+def test_a_file_name_with_path_and_nul_characters_is_stored_safely(client, api_key):
+    result = upload(client, api_key, csv_bytes(2), filename="../../etc/pa\x00sswd.csv")
+    assert result.status_code == 202, result.text
+    assert "/" not in result.json["params"]["filename"] and "\x00" not in result.json["params"]["filename"]
