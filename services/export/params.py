@@ -114,4 +114,7 @@ def _moment(name: str, value: str, *, end_of_day: bool) -> datetime:
                                      "date-time (e.g. 2024-01-31T18:30:00+05:30; encode '+' as %2B)")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidParameter(name, f"{name} {value!r} is outside the years 1 to 9999 once in UTC") from None

@@ -187,6 +187,7 @@ def test_download_before_completion_is_409_and_of_an_upload_is_404(client, api_k
     ({"from_date": "2024-01-01T12:00:00Z", "to_date": "2024-01-01T11:59:59Z"}, "from_date", "after"),
     ({"from_date": "2024-01-01", "to_date": "2024-01-31", "form_id": " "}, "form_id", "empty"),
     ({"from_date": "2024-01-01", "to_date": "2024-01-31", "form_id": "a\x00b"}, "form_id", "NUL"),
+    ({"from_date": "0001-01-01T00:00:00+14:00", "to_date": "2024-01-31"}, "from_date", "outside"),
     ({"from_date": "2024-01-01", "to_date": "2024-01-31", "format": "xlsx"}, "format", "unknown"),
     ({"from_date": ["2024-01-01", "2024-01-02"], "to_date": "2024-01-31"}, "from_date", "more than once"),
 ])
