@@ -13,11 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import call, fresh_database, post_file, server_urls, stack, wait_state
+from benchlib import call, fresh_database, new_api_key, post_file, server_urls, stack, wait_state
 
 from services.upload.sample_data import write_responses
-from shared import orgs
-from shared.db import Database
 
 
 def main() -> int:
@@ -28,9 +26,7 @@ def main() -> int:
     args = parser.parse_args()
     server, redis_url = server_urls()
     database_url = fresh_database(server, "collect_bench_control")
-    db = Database(database_url, maxconn=2)
-    with db.transaction() as cur:
-        key = orgs.create_api_key(cur, "bench")
+    key = new_api_key(database_url)
     pauses, gets = [], []
     with tempfile.TemporaryDirectory() as tmp, stack(database_url, redis_url, args.port) as base:
         path = Path(tmp) / "responses.csv"

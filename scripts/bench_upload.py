@@ -17,11 +17,9 @@ import uuid
 from pathlib import Path
 
 import psycopg2
-from benchlib import fresh_database, post_file, server_urls, stack, wait_state
+from benchlib import fresh_database, new_api_key, post_file, server_urls, stack, wait_state
 
 from services.upload.sample_data import QUESTIONS, write_responses
-from shared import orgs
-from shared.db import Database
 
 
 def raw_copy_seconds(database_url: str, path: Path) -> float:
@@ -54,9 +52,7 @@ def main() -> int:
     args = parser.parse_args()
     server, redis_url = server_urls()
     database_url = fresh_database(server, "collect_bench")
-    db = Database(database_url, maxconn=2)
-    with db.transaction() as cur:
-        key = orgs.create_api_key(cur, "bench")
+    key = new_api_key(database_url)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "responses.csv"
         with path.open("w", newline="", encoding="utf-8") as out:

@@ -87,3 +87,16 @@ def wait_state(base: str, key: str, task_id: str, states: tuple[str, ...], inter
         if task["state"] in states:
             return task
         time.sleep(interval)
+
+
+def new_api_key(database_url: str, organization: str = "bench") -> str:
+    """An API key for a new organization in the benchmark database."""
+    from shared import orgs
+    from shared.db import Database
+
+    db = Database(database_url, maxconn=1)
+    try:
+        with db.transaction() as cur:
+            return orgs.create_api_key(cur, organization)
+    finally:
+        db.close()
