@@ -215,6 +215,8 @@ class UploadJob:
         if parsed.finished:
             result = {key: new[key] for key in
                       ("rows_inserted", "rows_skipped_duplicate", "rows_rejected", "rejections")}
+            # The SHA-256 of the imported file, computed by the gateway as it stored the file.
+            result["sha256"] = task.params.get("sha256")
             # Every row now lives in responses: the file has served its purpose.
             storage.delete_file(cur, upload_file_id(task))
         return Batch(checkpoint=new, done=parsed.end_offset, total=task.params["size_bytes"],

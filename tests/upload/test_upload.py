@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from datetime import UTC
 
 from falcon import testing
@@ -57,10 +58,11 @@ def test_only_first_100_rejections_are_kept(client, api_key, worker):
 
 
 def test_generated_file_uploads_completely(client, api_key, worker, rt):
-    result = upload(client, api_key, csv_bytes(1000, seed=7))
+    data = csv_bytes(1000, seed=7)
+    result = upload(client, api_key, data)
     task = wait_for_state(client, api_key, result.json["task_id"], "completed")
     assert task["result"] == {"rows_inserted": 1000, "rows_skipped_duplicate": 0, "rows_rejected": 0,
-                              "rejections": []}
+                              "rejections": [], "sha256": hashlib.sha256(data).hexdigest()}
     assert count_responses(rt, task["task_id"]) == 1000
 
 
