@@ -67,7 +67,12 @@ class RequestBody:
         self._hashes = [(algorithm, hashlib.new(algorithm)) for algorithm in digests]
         self._too_large = too_large
         self.received = 0
-        self.ended = False
+        self._eof = False
+
+    @property
+    def ended(self) -> bool:
+        """Whether the whole body has been read (Content-Length reached, or the server's end of input)."""
+        return self._eof or (self._content_length is not None and self.received >= self._content_length)
 
     def read(self, size: int = -1) -> bytes:
         try:
@@ -78,7 +83,7 @@ class RequestBody:
             raise BodyIncomplete(f"the request body could not be read to its end ({type(exc).__name__}: "
                                  f"{exc})") from exc
         if not data:
-            self.ended = True
+            self._eof = True
             return data
         self.received += len(data)
         if self.received > self._limit:
