@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from services.upload.sample_data import csv_bytes
-from tests.conftest import ROOT, auth, multipart, new_key, wait_for, wait_for_state
+from tests.conftest import ROOT, auth, multipart, new_key, stored_for, wait_for, wait_for_state
 from tests.gateway.conftest import free_port, wait_until_up
 
 
@@ -67,13 +67,8 @@ def org(rt):
     key = new_key(rt, name)
 
     def leftovers() -> dict[str, int]:
-        with rt.db.transaction() as cur:
-            cur.execute("SELECT (SELECT count(*) FROM tasks t JOIN organizations o ON o.id = t.organization_id"
-                        "        WHERE o.name = %(n)s) AS tasks,"
-                        "       (SELECT count(*) FROM stored_files f JOIN organizations o"
-                        "        ON o.id = f.organization_id WHERE o.name = %(n)s) AS files,"
-                        "       (SELECT count(*) FROM stored_file_chunks) AS chunks", {"n": name})
-            return dict(cur.fetchone())
+        # Chunks cannot outlive their stored_files row (foreign key): counting files counts them too.
+        return stored_for(rt, name)
 
     return key, leftovers
 
