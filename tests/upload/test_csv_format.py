@@ -135,3 +135,44 @@ def test_batches_close_at_the_row_or_the_byte_limit_whichever_comes_first():
     assert all(b.size == sum(map(len, b.lines)) for b in by_bytes)
     assert [i for b in by_bytes for i in b.ids] == [i for b in by_rows for i in b.ids]
     assert by_bytes[-1].end_offset == len(data)
+
+
+def test_forgetting_which_questions_forms_had_answered_changes_no_form_s_questions(monkeypatch):
+    # Given a file of many forms, each answering its questions over several rows
+    from services.upload import importer
+    from services.upload.importer import BatchLimits, parse_batches
+
+    lines = ["response_id,form_id,submitted_at,q1,q2,q3"]
+    for n in range(600):
+        answers = ["", "", ""]
+        answers[n % 3] = "a"
+        lines.append(f"00000000-0000-4000-8000-{n:012d},form{n % 40},2024-01-01,{','.join(answers)}")
+    data = ("\n".join(lines) + "\n").encode()
+    header, offset = read_header(data)
+
+    def questions_per_form() -> dict[str, list[str]]:
+        """What the batches ask PostgreSQL to remember: the order in which each form's questions appear."""
+        stream = CsvStream(io.BytesIO(data[offset:]), offset, 1)
+        known: dict[str, list[str]] = {}
+        for batch in parse_batches(stream, header, BatchLimits(50, 1 << 30, 1 << 20), "org", "task"):
+            for form, questions in batch.questions_seen.items():
+                known.setdefault(form, []).extend(q for q in questions if q not in known.get(form, []))
+        return known
+
+    remembered = questions_per_form()
+    # When the memory of what each form has answered is capped so low that it is forgotten all the time
+    monkeypatch.setattr(importer, "_FORM_TRACKING_BYTES", 1000)
+    # Then every form still gets the same questions in the same order
+    assert questions_per_form() == remembered
+    assert remembered["form0"] == ["q1", "q2", "q3"] and remembered["form1"] == ["q2", "q3", "q1"]
+
+
+def test_the_batch_limits_come_from_the_settings():
+    from services.upload.importer import BatchLimits
+    from shared.config import Settings
+
+    defaults = BatchLimits.from_settings(Settings.from_env({}))
+    assert (defaults.rows, defaults.bytes, defaults.field_bytes) == (20000, 16 * 1024 * 1024, 1024 * 1024)
+    configured = BatchLimits.from_settings(Settings.from_env({"UPLOAD_BATCH_ROWS": "7", "UPLOAD_BATCH_BYTES": "4096",
+                                                              "MAX_FIELD_BYTES": "100"}))
+    assert (configured.rows, configured.bytes, configured.field_bytes) == (7, 4096, 100)
