@@ -1,18 +1,23 @@
 """Receiving an upload's request body whole or not at all: its length, its Content-Digest, its end.
 
 A multipart body proves it is complete only by its closing boundary; the byte count proves it against
-Content-Length; a Content-Digest (RFC 9530) proves it against what the client sent. The upload resource
-stores the file in a transaction that commits only after `RequestBody.finish` has checked all three.
+Content-Length; a Content-Digest (RFC 9530) proves it against what the client sent. `store_upload` stores
+the file and creates its task in a transaction that commits only after all three have been checked.
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 
 import falcon
 import http_sf
 
+from services import upload
 from services.gateway.problems import Problem
+from services.upload.csv_format import BadHeader, read_header
+from shared import storage
+from shared import tasks as t
 
 # RFC 9530 algorithms we verify (both "Active" in the IANA registry), by their hashlib names.
 DIGEST_ALGORITHMS = {"sha-256": "sha256", "sha-512": "sha512"}
@@ -107,3 +112,66 @@ class RequestBody:
                 name = next(name for name, value in DIGEST_ALGORITHMS.items() if value == algorithm)
                 raise Problem(falcon.HTTP_400, f"the request content does not match its Content-Digest {name}: "
                               "nothing was stored", title="Content-Digest Mismatch", header="Content-Digest")
+
+
+def store_upload(db, caller, form, body: RequestBody, stream, max_upload_bytes: int) -> t.Task:
+    """Stream the file part of `form` (parsed from `stream`, which reads `body`) into storage and create its
+    task, in one transaction that commits only once the whole body has arrived: its closing boundary, its
+    length and its digest checked. Raises Problem (400, 422), BodyIncomplete, storage.FileTooLarge or the
+    parser's MediaMalformedError; nothing is stored then."""
+    stored = None
+    with db.transaction() as cur:
+        for part in form:
+            if part.name != "file" and not part.filename:
+                continue  # another form field: ignored (the parser skips what is left unread)
+            if stored is not None or part.name != "file":
+                raise Problem(falcon.HTTP_400, "the multipart body has more than one file part: send one file, "
+                              "in the field 'file'", parameter="file")
+            stored = _store_file(cur, caller, part, max_upload_bytes)
+        if stored is None:
+            raise Problem(falcon.HTTP_400, "the multipart body has no field named 'file'", parameter="file")
+        body.finish(stream)
+        file_id, params = stored
+        task = t.create_task(
+            cur, organization_id=caller.organization_id, kind=upload.KIND, queue_name=upload.QUEUE,
+            actor_name=upload.ACTOR, progress_unit="bytes", actor=caller.actor, params=params,
+        )
+        storage.attach_to_task(cur, file_id, task.id)
+    return task
+
+
+def _store_file(cur, caller, part, max_upload_bytes: int) -> tuple[uuid.UUID, dict]:
+    """Check the file's header row, then copy the part into storage; returns its id and the task params
+    (file id, name, size, SHA-256 of its bytes)."""
+    head = part.stream.read(storage.CHUNK_BYTES)
+    try:
+        read_header(head)
+    except BadHeader as exc:
+        raise Problem(falcon.HTTP_422, f"the file cannot be imported: {exc}", title="Bad CSV Header") from None
+    # The client's name for the file, made safe (no path, no NUL: PostgreSQL text cannot hold one).
+    filename = part.secure_filename if part.filename else None
+    file_id = storage.create_file(cur, organization_id=caller.organization_id, purpose="upload",
+                                  filename=filename)
+    content = _HashedStream(head, part.stream)
+    size = storage.write_stream(cur, file_id, content, max_upload_bytes)
+    return file_id, {"file_id": str(file_id), "filename": filename, "size_bytes": size,
+                     "sha256": content.sha256.hexdigest()}
+
+
+class _HashedStream:
+    """A stream that first yields bytes already read from another stream, then the rest of it, and keeps
+    the SHA-256 of all it yielded."""
+
+    def __init__(self, head: bytes, rest) -> None:
+        self._head = head
+        self._rest = rest
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            size = len(self._head) if size < 0 else size
+            out, self._head = self._head[:size], self._head[size:]
+        else:
+            out = self._rest.read(size)
+        self.sha256.update(out)
+        return out

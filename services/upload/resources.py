@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import falcon
 import falcon.media
 
-from services import upload
 from services.gateway.accepted import start_task
 from services.gateway.problems import Problem
-from services.upload.csv_format import BadHeader, read_header
-from services.upload.receive import BodyIncomplete, RequestBody, content_digests
+from services.upload.receive import BodyIncomplete, RequestBody, content_digests, store_upload
 from shared import storage
-from shared import tasks as t
 
 # Allowance for the multipart envelope around the file when checking Content-Length up front.
 MULTIPART_OVERHEAD = 64 * 1024
-
-
-class _HashedStream:
-    """A stream that first yields bytes already read from another stream, then the rest of it, and keeps
-    the SHA-256 of all it yielded."""
-
-    def __init__(self, head: bytes, rest) -> None:
-        self._head = head
-        self._rest = rest
-        self.sha256 = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        if self._head:
-            size = len(self._head) if size < 0 else size
-            out, self._head = self._head[:size], self._head[size:]
-        else:
-            out = self._rest.read(size)
-        self.sha256.update(out)
-        return out
 
 
 class UploadResource:
@@ -114,7 +90,7 @@ class UploadResource:
         stream = falcon.BufferedReader(body.read, length if length is not None else limit + MULTIPART_OVERHEAD + 1)
         try:
             form = self._multipart.deserialize(stream, req.content_type, length)
-            task = self._store(req.context.caller, form, body, stream)
+            task = store_upload(self.db, req.context.caller, form, body, stream, limit)
         except storage.FileTooLarge:
             raise self._too_large() from None
         except BodyIncomplete as exc:
@@ -127,43 +103,3 @@ class UploadResource:
                               title="Incomplete Upload") from None
             raise Problem(falcon.HTTP_400, f"the multipart body could not be parsed: {exc.description}") from None
         start_task(resp, self.broker, task)
-
-    def _store(self, caller, form, body: RequestBody, stream) -> t.Task:
-        """Stream the file part into storage and create its task, in one transaction that commits only once
-        the whole body has arrived: its closing boundary, its length and its digest checked."""
-        stored = None
-        with self.db.transaction() as cur:
-            for part in form:
-                if part.name != "file" and not part.filename:
-                    continue  # another form field: ignored (the parser skips what is left unread)
-                if stored is not None or part.name != "file":
-                    raise Problem(falcon.HTTP_400, "the multipart body has more than one file part: send one file, "
-                                  "in the field 'file'", parameter="file")
-                stored = self._store_file(cur, caller, part)
-            if stored is None:
-                raise Problem(falcon.HTTP_400, "the multipart body has no field named 'file'", parameter="file")
-            body.finish(stream)
-            file_id, params = stored
-            task = t.create_task(
-                cur, organization_id=caller.organization_id, kind=upload.KIND, queue_name=upload.QUEUE,
-                actor_name=upload.ACTOR, progress_unit="bytes", actor=caller.actor, params=params,
-            )
-            storage.attach_to_task(cur, file_id, task.id)
-        return task
-
-    def _store_file(self, cur, caller, part) -> tuple:
-        """Check the file's header row, then copy the part into storage; returns its id and the task params
-        (file id, name, size, SHA-256 of its bytes)."""
-        head = part.stream.read(storage.CHUNK_BYTES)
-        try:
-            read_header(head)
-        except BadHeader as exc:
-            raise Problem(falcon.HTTP_422, f"the file cannot be imported: {exc}", title="Bad CSV Header") from None
-        # The client's name for the file, made safe (no path, no NUL: PostgreSQL text cannot hold one).
-        filename = part.secure_filename if part.filename else None
-        file_id = storage.create_file(cur, organization_id=caller.organization_id, purpose="upload",
-                                      filename=filename)
-        content = _HashedStream(head, part.stream)
-        size = storage.write_stream(cur, file_id, content, self.settings.max_upload_bytes)
-        return file_id, {"file_id": str(file_id), "filename": filename, "size_bytes": size,
-                         "sha256": content.sha256.hexdigest()}
