@@ -90,8 +90,10 @@ class CsvStream:
     store), is reported as a bad record too."""
 
     def __init__(self, binary, offset: int, line: int, block_size: int = 1024 * 1024,
-                 max_record_bytes: int | None = None, max_field_bytes: int | None = None) -> None:
+                 max_record_bytes: int | None = None, max_field_bytes: int | None = None,
+                 column_names: tuple[str, ...] | list[str] = ()) -> None:
         self._binary = binary
+        self._column_names = tuple(column_names)  # to name a column in a reason
         self._block_size = block_size
         self._max_record_bytes = max_record_bytes
         self._max_field_bytes = max_field_bytes
@@ -215,15 +217,20 @@ class CsvStream:
         if self._has_nul:
             for position, value in enumerate(row, start=1):
                 if "\x00" in value:
-                    return f"column {position} holds a NUL character, which PostgreSQL text cannot store"
+                    return f"{self._column(position)} holds a NUL character, which PostgreSQL text cannot store"
         if self._may_hold_big_field:
             limit = self._max_field_bytes
             # A character is at most 4 bytes: shorter values need no encoding to be measured.
             if max(map(len, row), default=0) * 4 > limit:
                 for position, value in enumerate(row, start=1):
                     if len(value) * 4 > limit and len(value.encode("utf-8", "surrogateescape")) > limit:
-                        return f"column {position} is longer than {limit} bytes (MAX_FIELD_BYTES)"
+                        return f"{self._column(position)} is longer than {limit} bytes (MAX_FIELD_BYTES)"
         return None
+
+    def _column(self, position: int) -> str:
+        if position <= len(self._column_names):
+            return f"column {position} ({self._column_names[position - 1]})"
+        return f"column {position}"
 
     def records(self) -> Iterator[tuple[int, list[str] | str]]:
         """(first line number, fields) per record; fields is an error message for an unreadable record."""

@@ -220,7 +220,8 @@ class UploadJob:
             self.close()
         reader = storage.ChunkReader(self.db, upload_file_id(task), checkpoint["offset"])
         stream = CsvStream(io.BufferedReader(reader, storage.CHUNK_BYTES), checkpoint["offset"], checkpoint["line"],
-                           max_record_bytes=self.limits.bytes, max_field_bytes=self.limits.field_bytes)
+                           max_record_bytes=self.limits.bytes, max_field_bytes=self.limits.field_bytes,
+                           column_names=checkpoint["columns"])
         source = parse_batches(stream, Header.parse(checkpoint["columns"]), self.limits,
                                task.organization_id, task.id)
         self._batches = ReadAhead(source, depth=2)

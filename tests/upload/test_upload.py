@@ -194,9 +194,9 @@ def test_nul_characters_reject_only_their_rows(client, api_key, worker, rt):
     assert task["state"] == "completed", task["error"]
     assert task["result"]["rows_inserted"] == 2
     assert [(r["line"], r["reason"]) for r in task["result"]["rejections"]] == [
-        (3, "column 4 holds a NUL character, which PostgreSQL text cannot store"),
-        (4, "column 2 holds a NUL character, which PostgreSQL text cannot store"),
-        (5, "column 1 holds a NUL character, which PostgreSQL text cannot store"),
+        (3, "column 4 (name) holds a NUL character, which PostgreSQL text cannot store"),
+        (4, "column 2 (form_id) holds a NUL character, which PostgreSQL text cannot store"),
+        (5, "column 1 (response_id) holds a NUL character, which PostgreSQL text cannot store"),
     ]
     assert count_responses(rt, task["task_id"]) == 2
 
