@@ -57,3 +57,20 @@ def test_the_gateway_takes_every_server_setting_from_its_gunicorn_config():
         assert command[:2] == ["dramatiq", f"services.{domain}.actors"]
         assert command[command.index("--queues") + 1] == domain
         assert SERVICES[worker]["healthcheck"]["test"][:4] == ["CMD", "collect", "health", domain]
+
+
+def test_the_gunicorn_config_takes_port_and_workers_from_the_settings(monkeypatch):
+    # Given PORT and GATEWAY_WORKERS in the environment (the env file), when gunicorn loads its config,
+    # then it binds that port on every interface with that many worker processes.
+    import importlib
+
+    from services.gateway import gunicorn_config
+
+    monkeypatch.setenv("PORT", "8123")
+    monkeypatch.setenv("GATEWAY_WORKERS", "3")
+    try:
+        config = importlib.reload(gunicorn_config)
+        assert (config.bind, config.workers, config.worker_class) == ("0.0.0.0:8123", 3, "gthread")
+    finally:
+        monkeypatch.undo()
+        importlib.reload(gunicorn_config)
