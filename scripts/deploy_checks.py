@@ -74,7 +74,7 @@ class Gateway:
         while not done(task):
             expect(task["state"] not in ("failed", "revoked"), f"task ended {task['state']}: {task.get('error')}")
             expect(time.monotonic() < deadline, f"no {what} within {timeout:.0f} s; task is {task}")
-            time.sleep(0.2)
+            time.sleep(0.05)
             task = self.task(task_id)
         return task
 
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True)
     parser.add_argument("--project", required=True, help="Compose project name (container labels)")
     parser.add_argument("--work", required=True, type=Path, help="directory for the generated files")
-    parser.add_argument("--rows", type=int, default=30000, help="rows of each uploaded CSV")
+    parser.add_argument("--rows", type=int, default=60000, help="rows of each uploaded CSV")
     args = parser.parse_args(argv)
     gateway = Gateway(args.url)
     first = generate_csv(args.rows, args.work / "first.csv", seed=1)
