@@ -174,7 +174,9 @@ def check_worker_killed(gateway: Gateway, project: str, csv_path: Path, rows: in
            and result["rows_skipped_duplicate"] == 0, f"upload result {result}, expected {rows} rows inserted")
     actors = [event["actor"] for event in gateway.task(task_id, events=True)["events"]
               if event["to_state"] == "running"]
-    expect(len(actors) >= 2, f"the task never ran again after the kill: running events by {actors}")
+    killed_host = next(host for host, worker in hosts.items() if worker == running_on[0])
+    expect(len(actors) >= 2 and f":{killed_host}:" not in actors[-1],
+           f"no other worker took the task over after the kill: running events by {actors}")
 
 
 def main(argv: list[str] | None = None) -> int:
