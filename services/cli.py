@@ -101,7 +101,7 @@ def up(dev_key: bool) -> None:
     commands = [
         [os.path.join(python_bin, "gunicorn"), "--config", GUNICORN_CONFIG,
          "--bind", f"0.0.0.0:{settings.port}", "--worker-class", "gthread",
-         "--workers", os.environ.get("GATEWAY_WORKERS", "2"), "--threads", "8", "--timeout", "120",
+         "--workers", str(settings.gateway_workers), "--threads", "8", "--timeout", "120",
          "services.gateway.wsgi:app"],
         # --skip-logging: the workers' LogContext middleware installs the JSON log format instead.
         *[[os.path.join(python_bin, "dramatiq"), module, "--skip-logging", "--queues", queue,

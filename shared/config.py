@@ -47,6 +47,8 @@ class Settings:
     broker_namespace: str = "dramatiq"
     # /health/{service} warns when a queued message has waited longer than this.
     queue_age_warn_seconds: int = 60
+    # gunicorn worker processes of one gateway (services/gateway/gunicorn_config.py, `collect up`).
+    gateway_workers: int = 2
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -67,6 +69,7 @@ class Settings:
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=2),
             broker_namespace=env.get("BROKER_NAMESPACE") or "dramatiq",
             queue_age_warn_seconds=_int(env, "QUEUE_AGE_WARN_SECONDS", 60, minimum=1),
+            gateway_workers=_int(env, "GATEWAY_WORKERS", 2, minimum=1),
         )
 
     def with_urls(self, database_url: str, redis_url: str) -> Settings:
