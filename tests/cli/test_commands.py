@@ -6,11 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import signal
+import subprocess
 import time
 import uuid
 
-from tests.cli.conftest import assert_plain
+from tests.cli.conftest import COLLECT, assert_plain
 from tests.cli.test_id_prefix import make_task
 from tests.conftest import count_responses, new_key
 
@@ -82,6 +84,33 @@ def test_follow_exits_1_when_the_task_is_revoked_and_revoke_takes_a_prefix(cli, 
     assert count_responses(rt, task_id) == 0
 
 
+def test_ctrl_c_during_follow_asks_and_revoke_exits_1_or_detach_leaves_the_task_running(cli, rt):
+    # Given two uploads followed with stdout a pipe: one answers the Ctrl-C question on stdin, one has no stdin
+    def followed(rows: int, seed: int, stdin) -> tuple[subprocess.Popen, str]:
+        process = subprocess.Popen([COLLECT, "upload", str(cli.csv_file(rows, seed, name=f"{seed}.csv")), "--follow"],
+                                   env=cli.env(), cwd=cli.cwd, text=True, stdin=stdin, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        task_id = process.stdout.readline().split()[0]
+        cli.wait_until(task_id, lambda task: task["progress"]["done"] > 0)
+        return process, task_id
+
+    revoking, revoked_id = followed(30_000, 21, subprocess.PIPE)
+    # When Ctrl-C is pressed and "revoke" answered
+    revoking.send_signal(signal.SIGINT)
+    out, err = revoking.communicate("revoke\n", timeout=60)
+    # Then the task is revoked (its rows deleted) and the command exits 1
+    assert revoking.returncode == 1, err
+    assert "pause it, revoke it, or detach" in err and f"Task {revoked_id} is revoked." in out
+    assert cli.task(revoked_id)["state"] == "revoked" and count_responses(rt, revoked_id) == 0
+    # When nobody can answer (stdin closed), the command detaches: exit 0, the task goes on to completion
+    detaching, detached_id = followed(3_000, 22, subprocess.DEVNULL)
+    detaching.send_signal(signal.SIGINT)
+    out, err = detaching.communicate(timeout=60)
+    assert detaching.returncode == 0, err
+    assert f"Detached; task {detached_id} goes on" in out
+    assert cli.wait_until(detached_id, lambda task: task["state"] == "completed")
+
+
 def test_pause_and_resume_by_prefix_then_follow_to_completion(cli, rt):
     # Given a running upload
     result = cli.run("upload", str(cli.csv_file(20_000, seed=16)))
@@ -93,6 +122,9 @@ def test_pause_and_resume_by_prefix_then_follow_to_completion(cli, rt):
     assert paused.returncode == 0, paused.stderr
     assert json.loads(paused.stdout)["state"] == "paused"
     frozen = cli.task(task_id)["progress"]["done"]
+    # And `collect task` shows the pause deadline as a countdown (PAUSE_TIMEOUT_SECONDS is 300 here)
+    shown = cli.run("task", task_id[:8]).stdout
+    assert re.search(r"^pause deadline: .*Z \(auto-revoked in [45]:\d\d\)$", shown, re.MULTILINE), shown
     # And pausing it again is refused: one line from the 409 problem, exit 1
     again = cli.run("pause", task_id[:8])
     assert again.returncode == 1
