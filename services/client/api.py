@@ -71,7 +71,11 @@ class Api:
             raise self._transport_error(exc) from None
         if response.is_error:
             raise problem_error(response)
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise ClientError(f"{response.request.url} did not answer with JSON: is {self.url} a Collect Tasks "
+                              "gateway? Check --url, COLLECT_URL or `collect login`", ExitCode.USAGE) from None
 
     def upload(self, filename: str, file: IO[bytes]) -> dict[str, Any]:
         """POST the file as multipart field `file`, read from `file` as it is sent (never whole)."""

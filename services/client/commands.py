@@ -177,6 +177,8 @@ def export_range(client: Client, from_date: str, to_date: str, form_id: str | No
         raise click.UsageError("-o/--output needs --follow (or run `collect download TASK -o FILE` later)")
     if output == "-" and client.out.as_json:
         raise click.UsageError("-o - and --json would both write to stdout")
+    if output == "-":
+        client.out.data_on_stdout()
     task, code = _started(client, client.api.export(from_date, to_date, form_id), follow_it)
     if follow_it and task["state"] == "completed":
         saved = download_file(client.api, task["task_id"], client.out, output)

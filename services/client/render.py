@@ -118,13 +118,18 @@ class Output:
         self.live = sys.stdout.isatty() and not as_json
         # Only ever used when stdout is a terminal, so FORCE_COLOR and friends cannot put ANSI into a pipe.
         self.console = Console(highlight=False) if self.live else None
+        self._data_on_stdout = False
+
+    def data_on_stdout(self) -> None:
+        """Stdout will carry a file's bytes (`-o -`): from now on lines go to stderr, and there are no bars."""
+        self._data_on_stdout, self.live = True, False
 
     def line(self, text: str) -> None:
-        click.echo(text)
+        click.echo(text, err=self._data_on_stdout)
 
     def note(self, text: str) -> None:
         """A message for the person at the terminal: on stderr under --json, which keeps stdout pure JSON."""
-        click.echo(text, err=self.as_json)
+        click.echo(text, err=self.as_json or self._data_on_stdout)
 
     def json(self, body: Any) -> None:
         # ensure_ascii: a control character in the data is written as \u001b, never raw.

@@ -159,9 +159,13 @@ def test_export_follow_downloads_the_file_and_download_fetches_it_again(cli):
     again = cli.run("download", task_id[:8])
     assert again.returncode == 0, again.stderr
     assert (cli.cwd / "export-2024-01-01-2024-12-31.csv").read_bytes() == (cli.cwd / "out.csv").read_bytes()
-    # And -o - writes it to stdout
+    # And -o - writes it to stdout, and only it (an export followed with -o - reports on stderr)
     piped = cli.run("download", task_id, "-o", "-")
     assert piped.stdout.encode() == (cli.cwd / "out.csv").read_bytes()
+    followed = cli.run("export", "--from", "2024-01-01", "--to", "2024-12-31", "--follow", "-o", "-")
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout.encode() == (cli.cwd / "out.csv").read_bytes()
+    assert " completed 100.0% 250/250 rows" in followed.stderr
 
 
 def test_export_usage_errors_exit_2(cli):
