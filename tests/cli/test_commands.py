@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 
+from shared import tasks as t
 from tests.cli.conftest import COLLECT, assert_plain
 from tests.cli.test_id_prefix import make_task
 from tests.conftest import count_responses, new_key
@@ -109,6 +110,23 @@ def test_ctrl_c_during_follow_asks_and_revoke_exits_1_or_detach_leaves_the_task_
     assert detaching.returncode == 0, err
     assert f"Detached; task {detached_id} goes on" in out
     assert cli.wait_until(detached_id, lambda task: task["state"] == "completed")
+
+
+def test_follow_exits_1_when_the_task_fails_and_shows_its_error(cli, rt):
+    # Given a queued task followed by `collect task --follow`
+    task_id = str(uuid.uuid4())
+    make_task(rt, cli.key, task_id)
+    follower = cli.start("task", task_id[:8], "--follow")
+    assert follower.stdout.readline().split()[:2] == [task_id, "queued"]
+    # When its worker records a failure (through the state machine, as the batch runner does)
+    with rt.db.transaction() as cur:
+        t.apply(cur, t.FAIL, uuid.UUID(task_id), actor="worker:test", reason="internal_error",
+                error={"code": "internal_error", "message": "disk on fire"})
+    # Then the follower exits 1 with the error
+    out, err = follower.communicate(timeout=30)
+    assert follower.returncode == 1, err
+    assert out.splitlines()[-2].split()[:2] == [task_id, "failed"]
+    assert out.splitlines()[-1] == "result: error internal_error: disk on fire"
 
 
 def test_pause_and_resume_by_prefix_then_follow_to_completion(cli, rt):
