@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import signal
 import subprocess
@@ -58,6 +59,33 @@ def test_upload_json_prints_the_apis_task(cli):
     assert result.returncode == 0, result.stderr
     task = json.loads(result.stdout)
     assert task["state"] == "completed" and task["result"]["rows_inserted"] == 60
+
+
+def peak_memory_mb(cli, *args: str) -> tuple[int, float]:
+    """Exit code and peak resident memory (MB) of one `collect ARGS` run."""
+    process = subprocess.Popen([COLLECT, *args], env=cli.env(), cwd=cli.cwd, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_maxrss / 1024
+
+
+def test_upload_streams_the_file_without_holding_it_in_memory(cli):
+    # Given a 48 MB file (a valid header, then long rows the import will reject)
+    path = cli.cwd / "big.csv"
+    with path.open("w") as file:
+        file.write("response_id,form_id,submitted_at\n")
+        for _ in range(4800):
+            file.write("x" * 10_000 + "\n")
+    # When it is uploaded, compared with a command that sends nothing
+    code, baseline = peak_memory_mb(cli, "tasks")
+    assert code == 0
+    code, uploading = peak_memory_mb(cli, "upload", str(path))
+    # Then the upload's peak memory grew by far less than the file's size
+    assert code == 0
+    assert uploading - baseline < 16, (baseline, uploading)
+    newest = json.loads(cli.run("tasks", "--json").stdout)["tasks"][0]
+    assert newest["params"]["filename"] == "big.csv"
+    cli.api("POST", f"/api/revoke/{newest['task_id']}/")  # spares the worker 4,800 rejections
 
 
 def test_a_refused_upload_is_one_line_from_the_problem_and_exit_1(cli):
