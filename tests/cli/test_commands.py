@@ -237,8 +237,9 @@ def test_tasks_lists_filters_and_prints_json(cli):
     done_id = cli.run("upload", str(cli.csv_file(20, seed=19)), "--follow").stdout.split()[0]
     queued_id = str(uuid.uuid4())
     make_task(cli.rt, cli.key, queued_id)
-    # Then the list is plain lines: a header and one line per task with its whole id, newest first
-    result = cli.run("tasks")
+    # Then the list is plain lines: a header and one line per task with its whole id, newest first (even
+    # where the environment asks for colours)
+    result = cli.run("tasks", FORCE_COLOR="1", TTY_COMPATIBLE="1")
     assert result.returncode == 0, result.stderr
     assert_plain(result.stdout)
     lines = result.stdout.splitlines()
