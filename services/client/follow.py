@@ -12,7 +12,17 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from services.client.api import Api
 from services.client.errors import ExitCode
-from services.client.render import FINAL_STATES, SHORT_ID, Output, done_of_total, eta, percent, rate, task_summary
+from services.client.render import (
+    FINAL_STATES,
+    SHORT_ID,
+    Output,
+    countdown,
+    done_of_total,
+    eta,
+    percent,
+    rate,
+    task_summary,
+)
 
 POLL_SECONDS = 0.5
 # Without a terminal, a progress line is printed at most this often (a change of state always is).
@@ -41,9 +51,11 @@ def follow(api: Api, task: dict[str, Any], out: Output) -> tuple[dict[str, Any],
 
 
 def _fields(task: dict[str, Any], out: Output) -> dict[str, Any]:
-    progress = task["progress"]
+    progress, state = task["progress"], out.state(task["state"])
+    if task["state"] == "paused" and task.get("pause_deadline"):
+        state += f" ({countdown(task['pause_deadline'])})"
     return {"completed": progress["done"], "total": progress["total"], "percent": percent(task),
-            "done": done_of_total(task), "rate": rate(task), "eta": eta(task), "state": out.state(task["state"])}
+            "done": done_of_total(task), "rate": rate(task), "eta": eta(task), "state": state}
 
 
 def _bar_until_final(api: Api, task: dict[str, Any], out: Output) -> dict[str, Any]:
