@@ -98,7 +98,7 @@ def test_a_refused_upload_is_one_line_from_the_problem_and_exit_1(cli):
 
 def test_follow_exits_1_when_the_task_is_revoked_and_revoke_takes_a_prefix(cli, rt):
     # Given an upload followed by `collect upload --follow` (stdout a pipe)
-    follower = cli.start("upload", str(cli.csv_file(30_000, seed=15)), "--follow")
+    follower = cli.start("upload", str(cli.csv_file(60_000, seed=15)), "--follow")
     task_id = follower.stdout.readline().split()[0]
     cli.wait_until(task_id, lambda task: task["progress"]["done"] > 0)
     # When it is revoked by the first 8 characters of its id
@@ -159,7 +159,7 @@ def test_follow_exits_1_when_the_task_fails_and_shows_its_error(cli, rt):
 
 def test_pause_and_resume_by_prefix_then_follow_to_completion(cli, rt):
     # Given a running upload
-    result = cli.run("upload", str(cli.csv_file(20_000, seed=16)))
+    result = cli.run("upload", str(cli.csv_file(60_000, seed=16)))
     task_id = result.stdout.split()[0]
     cli.wait_until(task_id, lambda task: task["progress"]["done"] > 0)
     # When it is paused by prefix, waiting for the worker
@@ -184,7 +184,7 @@ def test_pause_and_resume_by_prefix_then_follow_to_completion(cli, rt):
     # Then it completes with every row exactly once
     assert followed.returncode == 0, followed.stderr
     assert_plain(followed.stdout)
-    assert count_responses(rt, task_id) == 20_000
+    assert count_responses(rt, task_id) == 60_000
 
 
 def test_export_follow_downloads_the_file_and_download_fetches_it_again(cli):
