@@ -22,8 +22,8 @@ def at_terminal(cli, *args: str) -> pexpect.spawn:
 
 
 def test_follow_at_a_terminal_redraws_the_progress_bar_until_completed(cli, rt):
-    # Given a CSV of 20,000 responses
-    path = cli.csv_file(20_000, seed=40)
+    # Given a CSV of 60,000 responses (a few seconds of work: several polls of the task while it runs)
+    path = cli.csv_file(60_000, seed=40)
     # When it is uploaded with --follow in a terminal
     child = at_terminal(cli, "upload", str(path), "--follow")
     child.expect(pexpect.EOF)
@@ -32,7 +32,7 @@ def test_follow_at_a_terminal_redraws_the_progress_bar_until_completed(cli, rt):
     # Then it exits 0 once completed
     assert child.exitstatus == 0, output[-2000:]
     # And the bytes' transfer had a bar of their own (name, bytes done/total)
-    assert re.search(rb"upload responses\.csv.*?2\.\d/2\.\d MB", output)
+    assert re.search(rb"upload responses\.csv.*?(\d+\.\d)/\1 MB", output)
     # And the task's bar was redrawn in place, frame after frame, with the percent moving, the done/total
     # with its unit, the rate, the ETA and the state
     frames = [frame for frame in output.split(REDRAW) if b"upload " in frame and b"running" in frame]
@@ -44,7 +44,7 @@ def test_follow_at_a_terminal_redraws_the_progress_bar_until_completed(cli, rt):
 
 def test_ctrl_c_during_follow_offers_pause_and_pauses_the_task(cli, rt):
     # Given an upload followed at a terminal, running
-    child = at_terminal(cli, "upload", str(cli.csv_file(40_000, seed=41)), "--follow")
+    child = at_terminal(cli, "upload", str(cli.csv_file(60_000, seed=41)), "--follow")
     child.expect(rb"upload ([0-9a-f]{8}) .*?running")
     prefix = child.match.group(1).decode()
     # When Ctrl-C is pressed, the question is asked, and "pause" is answered
