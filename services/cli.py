@@ -1,4 +1,5 @@
-"""The `collect` command: run the whole stack, migrate, manage API keys."""
+"""The `collect` command: run the whole stack, migrate, manage API keys; and the client commands
+(upload, export, pause, resume, revoke, tasks, task, download, login) of services/client/."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 
 import click
 
+from services.client.commands import add_client_commands, connection_options
 from shared.config import ConfigError, Settings
 from shared.db import Database
 from shared.health import SERVICES
@@ -52,6 +54,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
+@connection_options
 def main() -> None:
     """Collect Tasks: pausable, resumable, revocable upload and export tasks."""
 
@@ -200,6 +203,8 @@ def _wait_until_ready(port: int, children, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.2)
 
+
+add_client_commands(main)
 
 if __name__ == "__main__":
     main()

@@ -206,37 +206,44 @@ def get_task(cur, task_id: uuid.UUID, organization_id: uuid.UUID | None = None) 
     return Task.from_row(row)
 
 
+# The filters of list_tasks, each off when its parameter is NULL. An id prefix is matched as text (exactly as
+# the id is shown) and also as a uuid range, so the primary key's index finds the candidates.
+_LIST_FILTER = """
+    organization_id = %(org)s
+    AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+    AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))
+    AND (%(id_prefix)s::text IS NULL
+         OR (id BETWEEN %(id_low)s::uuid AND %(id_high)s::uuid AND id::text LIKE %(id_prefix)s || '%%'))
+"""
+
+
 def list_tasks(
     cur,
     organization_id: uuid.UUID,
     *,
     states: list[str] | None = None,
     kinds: list[str] | None = None,
+    id_prefix: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Task], int]:
-    """The organization's tasks, newest first, and how many match in all."""
+    """The organization's tasks, newest first, and how many match in all.
+
+    `id_prefix` (lowercase hex digits and dashes, at least the first 8 digits) keeps the tasks whose id, in
+    its canonical text form, starts with it."""
+    digits = (id_prefix or "").replace("-", "")[:32]
+    params = {"org": organization_id, "states": states, "kinds": kinds, "id_prefix": id_prefix,
+              "id_low": digits.ljust(32, "0"), "id_high": digits.ljust(32, "f"), "limit": limit, "offset": offset}
     cur.execute(
-        """
-        SELECT *, count(*) OVER () AS total_count FROM tasks
-        WHERE organization_id = %(org)s
-          AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
-          AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))
-        ORDER BY created_at DESC, id DESC
-        LIMIT %(limit)s OFFSET %(offset)s
-        """,
-        {"org": organization_id, "states": states, "kinds": kinds, "limit": limit, "offset": offset},
+        f"""SELECT *, count(*) OVER () AS total_count FROM tasks WHERE {_LIST_FILTER}
+            ORDER BY created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s""",
+        params,
     )
     rows = cur.fetchall()
     if rows:
         return [Task.from_row(row) for row in rows], rows[0]["total_count"]
     if offset:
-        cur.execute(
-            """SELECT count(*) AS n FROM tasks WHERE organization_id = %(org)s
-               AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
-               AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))""",
-            {"org": organization_id, "states": states, "kinds": kinds},
-        )
+        cur.execute(f"SELECT count(*) AS n FROM tasks WHERE {_LIST_FILTER}", params)
         return [], cur.fetchone()["n"]
     return [], 0
 
