@@ -59,14 +59,18 @@ def save_login(path: Path, url: str, api_key: str) -> None:
 def resolve(url_flag: str | None, key_flag: str | None, env: Mapping[str, str] | None = None,
             path: Path | None = None) -> ClientConfig:
     """Each of the URL and the key from its flag, else its environment variable, else the login file; the URL
-    defaults to http://localhost:8000. The login file is read only when a flag and a variable are missing."""
+    defaults to http://localhost:8000. The login file is read only when a flag and a variable are missing, and
+    its key is used only for the server it was stored for: a URL from a flag or the environment that names
+    another server never receives it."""
     env = os.environ if env is None else env
     url = url_flag or env.get(URL_ENV)
     api_key = key_flag or env.get(KEY_ENV)
     if not url or not api_key:
         stored = load_login(path or login_path())
-        url = url or stored.get("url")
-        api_key = api_key or stored.get("api_key")
+        stored_url = (stored.get("url") or "").rstrip("/")
+        url = url or stored_url
+        if not api_key and stored_url and (url or DEFAULT_URL).rstrip("/") == stored_url:
+            api_key = stored.get("api_key")
     url = (url or DEFAULT_URL).rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ClientError(f"the server URL must start with http:// or https://, got {url!r}", ExitCode.USAGE)

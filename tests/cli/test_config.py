@@ -83,6 +83,18 @@ def test_a_flag_beats_the_environment_which_beats_the_login_file(cli, rt):
     assert listed("--url", cli.url, "tasks", COLLECT_URL=UNREACHABLE) == [own_task]
 
 
+def test_the_login_files_key_goes_only_to_the_server_it_was_stored_for(cli):
+    # Given a login file for the live gateway
+    assert cli.run("login", "--url", cli.url, input=cli.key + "\n").returncode == 0
+    # When the environment names another server and no key
+    result = cli.run("tasks", COLLECT_URL=UNREACHABLE, COLLECT_API_KEY=None)
+    # Then the stored key is not sent there: the client asks for a key instead
+    assert result.returncode == 2
+    assert "no API key" in error_line(result)
+    # While the stored server itself still gets it
+    assert cli.run("tasks", COLLECT_URL=None, COLLECT_API_KEY=None).returncode == 0
+
+
 def test_configuration_errors_exit_2_with_one_line(cli):
     # No key anywhere
     missing = cli.run("tasks", COLLECT_API_KEY=None)
