@@ -1,6 +1,24 @@
-"""gunicorn settings for the gateway (`gunicorn --config python:services.gateway.gunicorn_config`): its
-logs, access lines included, as JSON lines (shared.logs). A logconfig_dict also turns the access log on."""
+"""gunicorn settings for the gateway, the one place they live: `collect up`, the Dockerfile and the
+compose file all run `gunicorn --config python:services.gateway.gunicorn_config services.gateway.wsgi:app`.
 
+* The worker class is gthread with a header deadline and a body-stall timeout
+  (services.gateway.worker.HeaderTimeoutWorker; HEADER_TIMEOUT_SECONDS, BODY_STALL_SECONDS).
+* It listens on PORT (default 8000); GATEWAY_WORKERS processes (default 2) of 8 threads each.
+* Its logs, access lines included, are JSON lines (shared.logs); a logconfig_dict also turns the access
+  log on.
+"""
+
+import os
+
+from shared.config import Settings
 from shared.logs import logging_config
 
+_settings = Settings.from_env()
+
+bind = f"0.0.0.0:{_settings.port}"
+worker_class = "services.gateway.worker.HeaderTimeoutWorker"
+workers = int(os.environ.get("GATEWAY_WORKERS", "2"))
+threads = 8
+# A worker that does not report for this long (one request's thread can not block it) is restarted.
+timeout = 120
 logconfig_dict = logging_config()

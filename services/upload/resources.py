@@ -92,7 +92,7 @@ class UploadResource:
             raise self._too_large() from None
         except falcon.MediaMalformedError as exc:
             raise Problem(falcon.HTTP_400, f"the multipart body could not be parsed: {exc.description}") from None
-        start_task(resp, self.broker, task)
+        start_task(resp, self.db, self.broker, task)
 
     def _store(self, caller, part) -> t.Task:
         """Stream the file into storage and create its task, in one transaction: all or nothing."""
