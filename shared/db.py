@@ -56,9 +56,14 @@ class Database:
                 if self._pool is None or self._pid != os.getpid():
                     # minconn 0: creating the pool never connects, so a server that is down when the
                     # first request comes is met (and reported) like one that goes down later.
-                    self._pool = psycopg2.pool.ThreadedConnectionPool(
+                    pool = psycopg2.pool.ThreadedConnectionPool(
                         0, self.maxconn, self.dsn, connect_timeout=self.connect_timeout,
                         keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=2)
+                    # psycopg2 keeps at most `minconn` returned connections and closes the rest; raised
+                    # after construction (which opens `minconn` at once), every connection is kept idle
+                    # for reuse instead of a new connection per transaction.
+                    pool.minconn = self.maxconn
+                    self._pool = pool
                     self._pid = os.getpid()
         return self._pool
 
