@@ -104,7 +104,8 @@ def up(dev_key: bool) -> None:
         # --skip-logging: the workers' LogContext middleware installs the JSON log format instead.
         *[[os.path.join(python_bin, "dramatiq"), module, "--skip-logging", "--queues", queue,
            "--processes", "1", "--threads", str(threads)] for queue, module, threads in WORKER_DOMAINS],
-        [os.path.join(python_bin, "periodiq"), *SCHEDULER_MODULES],
+        # periodiq, made to outlive a Redis outage (services/control/scheduler.py).
+        [sys.executable, "-m", "services.control.scheduler", *SCHEDULER_MODULES],
     ]
     children = [subprocess.Popen(command, env=env) for command in commands]
     stopping = False
