@@ -85,6 +85,7 @@ def test_postgresql_down_is_a_503_with_retry_after_and_recovers_without_restart(
                                  ("POST", f"/api/pause/{uuid.uuid4()}/")]:
                 seconds, response = timed(lambda m=method, p=path: gw.request(m, p, headers=auth(key)))
                 problem = assert_unavailable(response, "postgresql", seconds)
+                print(f"{method} {path} with PostgreSQL down: 503 in {seconds * 1000:.0f} ms")
                 assert problem["reason"] == "connection refused"
                 assert_no_secrets(response[2], database_url)
             # And readiness fails, naming PostgreSQL and the general reason only
