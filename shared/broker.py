@@ -10,6 +10,8 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 from periodiq import PeriodiqMiddleware
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 CONTROL_QUEUE = "control"
 EXPIRE_PAUSE_ACTOR = "expire_pause"
@@ -25,7 +27,10 @@ def create_broker(redis_url: str, db, namespace: str = "dramatiq",
     from shared.heartbeat_middleware import Heartbeat
     from shared.log_context_middleware import LogContext
 
-    client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    # One retry (redis-py's default is three): a blip is absorbed, and an unanswering Redis costs at most
+    # two timeouts, so a gateway request that sends a message still answers within seconds.
+    client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                  retry=Retry(ExponentialWithJitterBackoff(), 1))
     broker = RedisBroker(client=client, namespace=namespace)
     broker.add_middleware(PeriodiqMiddleware(skip_delay=30))
     broker.add_middleware(ControlMiddleware(db, recovery_sweep_after))

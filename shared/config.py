@@ -44,7 +44,7 @@ class Settings:
     queue_age_warn_seconds: int = 60
     # Connecting to PostgreSQL or Redis, and a Redis command, give up after this long: a request that
     # finds a dependency down is answered 503 quickly instead of hanging.
-    dependency_timeout_seconds: int = 3
+    dependency_timeout_seconds: int = 2
     # The gateway closes a connection that has not sent its whole request header block within this long.
     header_timeout_seconds: int = 10
     # The gateway aborts a request whose body sends nothing for this long (an upload: 400, nothing stored).
@@ -67,7 +67,7 @@ class Settings:
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=2),
             broker_namespace=env.get("BROKER_NAMESPACE") or "dramatiq",
             queue_age_warn_seconds=_int(env, "QUEUE_AGE_WARN_SECONDS", 60, minimum=1),
-            dependency_timeout_seconds=_int(env, "DEPENDENCY_TIMEOUT_SECONDS", 3, minimum=1),
+            dependency_timeout_seconds=_int(env, "DEPENDENCY_TIMEOUT_SECONDS", 2, minimum=1),
             header_timeout_seconds=_int(env, "HEADER_TIMEOUT_SECONDS", 10, minimum=1),
             body_stall_seconds=_int(env, "BODY_STALL_SECONDS", 30, minimum=1),
         )

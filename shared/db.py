@@ -42,7 +42,7 @@ class Database:
     keepalives, so neither connecting to a server that does not answer nor waiting on a vanished one
     hangs a thread for long; a pooled connection whose server end is gone is replaced before use."""
 
-    def __init__(self, dsn: str, maxconn: int = 10, connect_timeout: int = 3) -> None:
+    def __init__(self, dsn: str, maxconn: int = 10, connect_timeout: int = 2) -> None:
         self.dsn = dsn
         self.maxconn = maxconn
         self.connect_timeout = connect_timeout

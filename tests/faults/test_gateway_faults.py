@@ -6,6 +6,7 @@ restart. Real gunicorn, against servers these tests start and stop themselves.""
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
@@ -178,3 +179,32 @@ def _backends(rt, application: str) -> int:
     with rt.db.transaction() as cur:
         cur.execute("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = %s", (application,))
         return cur.fetchone()["n"]
+
+
+def test_servers_that_accept_but_never_answer_are_a_503_within_5s_and_health_says_timeout(rt):
+    # Given PostgreSQL and Redis addresses that accept connections and then say nothing (a hung server,
+    # a black-holing network): a listening socket that never accepts
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    port = silent.getsockname()[1]
+    database_url = f"postgresql://collect:secret@127.0.0.1:{port}/collect_hidden"
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    try:
+        with gateway(database_url, redis_url) as gw:
+            # Then an API request is a 503 within 5 s, not a hang
+            seconds, response = timed(lambda: gw.request("GET", "/api/tasks/", headers=auth("ck_whatever")))
+            problem = assert_unavailable(response, "postgresql", seconds)
+            assert problem["reason"] == "timeout"
+            assert_no_secrets(response[2], database_url)
+            print(f"GET /api/tasks/ with PostgreSQL not answering: 503 in {seconds * 1000:.0f} ms")
+            # And readiness fails within 5 s, saying "timeout" for both and nothing of their addresses
+            seconds, (status, _, body) = timed(lambda: gw.request("GET", "/health/ready"))
+            assert status == 503 and seconds < 5, (status, seconds)
+            checks = json.loads(body)["checks"]
+            assert checks["postgresql:connection"][0]["output"] == "timeout"
+            assert checks["redis:connection"][0]["output"] == "timeout"
+            assert_no_secrets(body, database_url, redis_url)
+            assert "secret" not in body.decode() and "collect_hidden" not in body.decode()
+    finally:
+        silent.close()
