@@ -35,6 +35,11 @@ class Settings:
     # A worker holds a task for this long after each batch; a crashed worker's task is taken over after it.
     task_lease_seconds: int = 30
     upload_batch_rows: int = 20000
+    # An upload batch also closes once its rows take this many bytes (COPY data), so memory is bounded by
+    # bytes, not rows; a row longer than this in the file is rejected.
+    upload_batch_bytes: int = 16 * 1024 * 1024
+    # A row with a field (cell) longer than this is rejected.
+    max_field_bytes: int = 1024 * 1024
     export_batch_rows: int = 40000
     data_dir: Path = Path(".data")
     db_pool_size: int = 10
@@ -62,6 +67,8 @@ class Settings:
             export_retention_hours=_int(env, "EXPORT_RETENTION_HOURS", 72, minimum=1),
             task_lease_seconds=_int(env, "TASK_LEASE_SECONDS", 30, minimum=1),
             upload_batch_rows=_int(env, "UPLOAD_BATCH_ROWS", 20000, minimum=1),
+            upload_batch_bytes=_int(env, "UPLOAD_BATCH_BYTES", 16 * 1024 * 1024, minimum=1024),
+            max_field_bytes=_int(env, "MAX_FIELD_BYTES", 1024 * 1024, minimum=1),
             export_batch_rows=_int(env, "EXPORT_BATCH_ROWS", 40000, minimum=1),
             data_dir=Path(env.get("COLLECT_DATA_DIR") or ".data"),
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=2),

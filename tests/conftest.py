@@ -183,3 +183,13 @@ def count_responses(rt, task_id: str | None = None) -> int:
         cur.execute("SELECT count(*) AS n FROM responses WHERE %s::uuid IS NULL OR upload_task_id = %s::uuid",
                     (task_id, task_id))
         return cur.fetchone()["n"]
+
+
+def stored_for(rt, organization: str) -> dict[str, int]:
+    """How many tasks and stored files the organization named `organization` has."""
+    with rt.db.transaction() as cur:
+        cur.execute("SELECT (SELECT count(*) FROM tasks t JOIN organizations o ON o.id = t.organization_id"
+                    "        WHERE o.name = %(n)s) AS tasks,"
+                    "       (SELECT count(*) FROM stored_files f JOIN organizations o"
+                    "        ON o.id = f.organization_id WHERE o.name = %(n)s) AS files", {"n": organization})
+        return dict(cur.fetchone())

@@ -19,14 +19,26 @@ from shared.tasks import Task
 FIXED_COLUMNS = ("response_id", "form_id", "submitted_at")
 FILE_PURPOSE = "export"
 
-# OWASP CSV injection: a cell a spreadsheet would run as a formula (it starts with = + - @ tab or CR) gets
-# a leading single quote, unless it is a plain number such as -3.5 or +1e3. PostgreSQL's regex lookaheads
-# do it in one call per cell, on the server, as COPY formats the row.
-_FORMULA_START = r"^(?=[=+@\t\r-])(?![+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?$)"
+# OWASP CSV injection: a cell a spreadsheet would run as a formula gets a leading single quote. That is a
+# cell whose first non-whitespace character is = + - @ or a full-width form of one (＝ ＋ － ＠), or which
+# starts with a tab, CR or LF; plain numbers such as -3.5, +7 or " -1e3" are left as they are.
+# Most cells start with none of these characters: a CASE on the first character (strpos in a short string)
+# leaves the regular expression, which also weighs the number exception, to the few that do.
+_FORMULA_CHARS = "=+@\uff1d\uff0b\uff0d\uff20-"
+_LINE_BREAKS = "\t\r\n"
+_SPACES = " \f\v\u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+# strpos() of an empty string is 1: the leading "x" (a character that needs nothing) makes "> 1" mean "one
+# of the characters after it", so an empty cell never reaches the regular expression.
+_FORMULA_GATE = "x" + _FORMULA_CHARS + _LINE_BREAKS + _SPACES
+_NUMBER = "[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?$"
+_FORMULA_START = (f"^(?:(?=[{_LINE_BREAKS}])|(?=[{_SPACES}]*[{_FORMULA_CHARS}])(?![{_SPACES}]*{_NUMBER}))")
 
 
 def _safe_cell(expression: sql.Composable) -> sql.Composed:
-    return sql.SQL("regexp_replace({}, %(formula_start)s, '''')").format(expression)
+    return sql.SQL(
+        "CASE WHEN strpos(%(formula_gate)s, left({0}, 1)) > 1"
+        " THEN regexp_replace({0}, %(formula_start)s, '''') ELSE {0} END"
+    ).format(expression)
 
 
 def _question_params(columns: list[str]) -> dict[str, str]:
@@ -103,7 +115,8 @@ def page_select(columns: list[str]) -> sql.Composed:
 def bind(cur, statement: sql.Composable, params: dict[str, Any]) -> str:
     """`statement` with its parameters bound on the client, exactly as execute() would (COPY takes no
     bind parameters)."""
-    return cur.mogrify(statement, {**params, "formula_start": _FORMULA_START}).decode()
+    return cur.mogrify(statement, {**params, "formula_gate": _FORMULA_GATE, "formula_start": _FORMULA_START}
+                       ).decode()
 
 
 def question_columns(forms: list[dict[str, Any]]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dramatiq
 
 from services import upload
-from services.upload.importer import UploadJob
+from services.upload.importer import BatchLimits, UploadJob
 from shared.batch_runner import BatchRunner
 from shared.runtime import runtime
 
@@ -16,4 +16,5 @@ _rt = runtime()
                 time_limit=7 * 24 * 3600 * 1000, controls_task=True)
 def run_upload(task_id: str) -> None:
     """Import the task's file from its checkpoint until it completes, pauses or is revoked."""
-    BatchRunner(_rt.db, _rt.broker, _rt.settings).run(UploadJob(_rt.db, _rt.settings.upload_batch_rows), task_id)
+    job = UploadJob(_rt.db, BatchLimits.from_settings(_rt.settings))
+    BatchRunner(_rt.db, _rt.broker, _rt.settings).run(job, task_id)

@@ -12,10 +12,11 @@ from datetime import UTC, datetime
 
 REQUIRED_COLUMNS = ("response_id", "form_id", "submitted_at")
 MAX_HEADER_BYTES = 1024 * 1024
-MAX_FIELD_CHARS = 16 * 1024 * 1024
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
-csv.field_size_limit(MAX_FIELD_CHARS)
+# The csv module's own field limit (131072 characters) would make a long field a parse error; the byte limits
+# of CsvStream (max_record_bytes, max_field_bytes) bound what is held instead.
+csv.field_size_limit(2**31 - 1)
 
 
 class BadHeader(ValueError):
@@ -54,21 +55,24 @@ class Header:
 
 def read_header(first_bytes: bytes) -> tuple[Header, int]:
     """Parse the header record from the start of a file; returns it and the byte length it (and a
-    UTF-8 byte-order mark) takes. Raises BadHeader."""
+    UTF-8 byte-order mark) takes. Raises BadHeader, also for a NUL anywhere in the header row."""
     if not first_bytes.strip():
         raise BadHeader("the file is empty")
-    if b"\x00" in first_bytes[:4096]:
-        raise BadHeader("the file is not CSV text (it contains NUL bytes)")
     stream = CsvStream(io.BytesIO(first_bytes[: MAX_HEADER_BYTES + 1]), offset=0, line=0)
     record = next(stream.records(), None)
     if record is None:
         raise BadHeader("the file is empty")
     _, row = record
     if isinstance(row, str):
+        if b"\x00" in first_bytes[:4096]:
+            raise BadHeader("the file is not CSV text (it contains NUL bytes)")
         raise BadHeader(f"the header row is {row.removeprefix('not ')}: the file is not UTF-8 CSV"
                         if "UTF-8" in row else f"the header row is not valid CSV: {row}")
     if stream.offset > MAX_HEADER_BYTES:
         raise BadHeader("the header row is longer than 1 MiB")
+    if any("\x00" in name for name in row):
+        raise BadHeader("the header row holds a NUL character, which PostgreSQL text cannot store: the file is "
+                        "not CSV text")
     return Header.parse(row), stream.offset
 
 
@@ -78,11 +82,21 @@ class CsvStream:
 
     The stream is decoded a block at a time (cut after its last newline) and parsed by the C csv reader
     straight from the decoded text; the byte offset is worked out only when asked for (once a batch).
-    A record whose quoted field runs past the end of a block is parsed again with the next block."""
+    A record whose quoted field runs past the end of a block is parsed again with more of the stream.
 
-    def __init__(self, binary, offset: int, line: int, block_size: int = 1024 * 1024) -> None:
+    Memory stays bounded by `max_record_bytes`: a record longer than that is never held whole; it is
+    skipped (its end found by counting quotes, as RFC 4180 quoting works) and reported as a bad record.
+    A record with a field over `max_field_bytes` bytes, or a NUL character (which PostgreSQL text cannot
+    store), is reported as a bad record too."""
+
+    def __init__(self, binary, offset: int, line: int, block_size: int = 1024 * 1024,
+                 max_record_bytes: int | None = None, max_field_bytes: int | None = None,
+                 column_names: tuple[str, ...] | list[str] = ()) -> None:
         self._binary = binary
+        self._column_names = tuple(column_names)  # to name a column in a reason
         self._block_size = block_size
+        self._max_record_bytes = max_record_bytes
+        self._max_field_bytes = max_field_bytes
         self._block_offset = offset  # byte offset where the current block's text starts
         self._block_line = line  # lines before the current block
         self._text = ""
@@ -91,7 +105,11 @@ class CsvStream:
         self._unread = b""
         self._at_start = offset == 0
         self._has_bad_bytes = False
+        self._has_nul = False
+        self._may_hold_big_field = False
+        self._may_hold_long_record = False
         self._final = False
+        self._skipped: tuple[int, str] | None = None
 
     @property
     def offset(self) -> int:
@@ -104,26 +122,44 @@ class CsvStream:
     def line(self) -> int:
         return self._block_line + (self._reader.line_num if self._reader is not None else 0)
 
+    def _read(self) -> bytes:
+        more = self._binary.read(self._block_size)
+        if not more:
+            self._final = True
+        return more
+
     def _next_block(self, carried: bytes = b"") -> bool:
-        """Load the next block (after `carried`, the bytes of an unfinished record); False at the end."""
+        """Load the next block (after `carried`, the bytes of an unfinished record); False at the end.
+
+        The block starts at a record boundary. When the record there is longer than max_record_bytes, it
+        is skipped instead (see _skip_record) and the block starts after it."""
         data = carried + self._unread
         self._unread = b""
-        while not self._final:
-            more = self._binary.read(self._block_size)
-            if not more:
-                self._final = True
-                break
-            data += more
-            if b"\n" in more:
-                break
-        if not self._final:
-            cut = data.rfind(b"\n") + 1
-            data, self._unread = data[:cut], data[cut:]
-        if self._at_start:
+        if self._at_start and not self._final:
+            while len(data) < 3 and not self._final:
+                data += self._read()
             self._at_start = False
             if data.startswith(b"\xef\xbb\xbf"):
                 data = data[3:]
                 self._block_offset += 3
+        limit = self._max_record_bytes
+        # A carried record is read on with at least as many bytes again, so that a long record is parsed
+        # a logarithmic, not a linear, number of times.
+        wanted = len(carried) - (len(data) - len(carried))
+        newline_read = b"\n" in data[len(carried):]
+        while not self._final:
+            if limit is not None and not newline_read and len(data) > limit:
+                # The record that starts the block has not ended within `limit` bytes: too long to hold.
+                return self._skip_record(data)
+            more = self._read()
+            data += more
+            wanted -= len(more)
+            newline_read = newline_read or b"\n" in more
+            if newline_read and wanted <= 0:
+                break
+        if not self._final:
+            cut = data.rfind(b"\n") + 1
+            data, self._unread = data[:cut], data[cut:]
         if not data:
             self._text, self._text_io, self._reader = "", None, None
             return False
@@ -134,24 +170,84 @@ class CsvStream:
             # Kept byte for byte (surrogateescape) so offsets stay exact; records with such bytes are rejected.
             self._text = data.decode("utf-8", "surrogateescape")
             self._has_bad_bytes = True
+        self._has_nul = "\x00" in self._text
+        # No field of a block shorter than the field limit can be over it: the check is skipped there.
+        self._may_hold_big_field = self._max_field_bytes is not None and len(data) > self._max_field_bytes
+        self._may_hold_long_record = limit is not None and len(data) > limit
         self._text_io = io.StringIO(self._text)
         self._reader = csv.reader(self._text_io, strict=True)
         return True
+
+    def _skip_record(self, head: bytes) -> bool:
+        """Skip the over-long record that starts the block (`head`: its first bytes), note it as bad, and
+        load the block after it."""
+        start_line = self._block_line + 1
+        in_quotes = head.count(b'"') % 2 == 1
+        newlines = head.count(b"\n")
+        size = len(head)
+        while True:
+            block = self._read()
+            if not block:
+                end = None
+                break
+            end, in_quotes = _record_end(block, in_quotes)
+            if end is not None:
+                newlines += block.count(b"\n", 0, end) + 1
+                size += end + 1
+                self._unread = block[end + 1:]
+                break
+            newlines += block.count(b"\n")
+            size += len(block)
+        self._block_offset += size
+        self._block_line += newlines
+        self._skipped = (start_line, f"the row is longer than {self._max_record_bytes} bytes (UPLOAD_BATCH_BYTES)")
+        return self._next_block()
 
     def _advance_block(self) -> bool:
         self._block_offset = self.offset
         self._block_line = self.line
         return self._next_block()
 
+    def _bad_field(self, row: list[str], start: int, end: int) -> str | None:
+        """Why the record (`row`, parsed from the block's text[start:end]) cannot be stored as it is, or None."""
+        limit = self._max_record_bytes
+        if (self._may_hold_long_record and (end - start) * 4 > limit
+                and len(self._text[start:end].encode("utf-8", "surrogateescape")) > limit):
+            return f"the row is longer than {limit} bytes (UPLOAD_BATCH_BYTES)"
+        if self._has_nul:
+            for position, value in enumerate(row, start=1):
+                if "\x00" in value:
+                    return f"{self._column(position)} holds a NUL character, which PostgreSQL text cannot store"
+        if self._may_hold_big_field:
+            limit = self._max_field_bytes
+            # A character is at most 4 bytes: shorter values need no encoding to be measured.
+            if max(map(len, row), default=0) * 4 > limit:
+                for position, value in enumerate(row, start=1):
+                    if len(value) * 4 > limit and len(value.encode("utf-8", "surrogateescape")) > limit:
+                        return f"{self._column(position)} is longer than {limit} bytes (MAX_FIELD_BYTES)"
+        return None
+
+    def _column(self, position: int) -> str:
+        if position <= len(self._column_names):
+            return f"column {position} ({self._column_names[position - 1]})"
+        return f"column {position}"
+
     def records(self) -> Iterator[tuple[int, list[str] | str]]:
         """(first line number, fields) per record; fields is an error message for an unreadable record."""
-        if self._reader is None and not self._next_block():
+        if self._reader is None and not self._next_block() and self._skipped is None:
             return
         while True:
+            if self._skipped is not None:
+                skipped, self._skipped = self._skipped, None
+                yield skipped
+                if self._reader is None:
+                    return
             reader, block_line = self._reader, self._block_line
             for_bad_bytes = self._has_bad_bytes
+            check = self._has_nul or self._may_hold_big_field or self._may_hold_long_record
             while True:
                 start = block_line + reader.line_num + 1
+                before = self._text_io.tell() if check else 0
                 try:
                     row = next(reader)
                 except StopIteration:
@@ -166,10 +262,11 @@ class CsvStream:
                 if for_bad_bytes and _SURROGATES.search("".join(row)):
                     yield start, "not valid UTF-8 text"
                     continue
-                yield start, row
-            if self._reader is reader and not self._advance_block():
+                reason = self._bad_field(row, before, self._text_io.tell()) if check else None
+                yield start, (row if reason is None else reason)
+            if self._reader is reader and not self._advance_block() and self._skipped is None:
                 return
-            if self._reader is None:
+            if self._reader is None and self._skipped is None:
                 return
 
     def _carry_from(self, start_line: int) -> None:
@@ -185,6 +282,27 @@ class CsvStream:
 
 
 _SURROGATES = re.compile("[\udc80-\udcff]")
+_QUOTE_OR_NEWLINE = re.compile(b'["\\n]')
+
+
+def _record_end(block: bytes, in_quotes: bool) -> tuple[int | None, bool]:
+    """The position of the newline that ends a record in `block` (None if it goes on), and whether the
+    block ends inside quotes, given whether it starts inside them. Quotes toggle, so an escaped quote
+    (two of them) leaves the state as it was."""
+    position = 0
+    while True:
+        if in_quotes:
+            quote = block.find(b'"', position)
+            if quote < 0:
+                return None, True
+            in_quotes, position = False, quote + 1
+        else:
+            found = _QUOTE_OR_NEWLINE.search(block, position)
+            if found is None:
+                return None, False
+            if block[found.start()] == 0x0A:
+                return found.start(), False
+            in_quotes, position = True, found.end()
 
 
 def parse_response_id(value: str) -> str | None:

@@ -68,24 +68,36 @@ def _copy_text(value: str) -> str:
 
 @dataclass
 class ParsedBatch:
-    """The next batch of rows, validated and encoded as COPY text lines."""
+    """The next batch of rows, validated and encoded as COPY text lines (UTF-8)."""
 
     start_offset: int
     end_offset: int = 0
     end_line: int = 0
     ids: list[str] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+    size: int = 0
     repeated_in_batch: int = 0
     rejected: int = 0
     rejections: list[dict[str, Any]] = field(default_factory=list)
-    # Forms that got answers to questions they had none for yet: all their answered questions, in order.
+    # Forms that got answers to questions they had none for yet in this run: those questions, in order.
     questions_seen: dict[str, list[str]] = field(default_factory=dict)
     finished: bool = False
 
 
-def parse_batches(stream: CsvStream, header: Header, batch_rows: int, organization_id, task_id
+# What remembering which questions each form has had answered may cost (about 300 bytes a form and 40 a
+# question): past it the memory is forgotten, which only means sending some questions to PostgreSQL again.
+_FORM_TRACKING_BYTES = 32 * 1024 * 1024
+
+
+def _shown(value: str) -> str:
+    """A cell quoted in a rejection reason, cut short: a reason must stay small whatever the cell holds."""
+    return repr(value if len(value) <= 60 else value[:60] + "…")
+
+
+def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organization_id, task_id
                   ) -> Iterator[ParsedBatch]:
-    """Cut the stream into batches of `batch_rows` records (valid or not)."""
+    """Cut the stream into batches of `limits.rows` records (valid or not), or fewer whose COPY data
+    reaches `limits.bytes` bytes."""
     rid, fid, sat = header.response_id, header.form_id, header.submitted_at
     question_index = [i for i, _ in header.questions]
     # The answers' JSON is assembled from pre-encoded keys: the hot loop encodes only the values.
@@ -93,13 +105,16 @@ def parse_batches(stream: CsvStream, header: Header, batch_rows: int, organizati
     width = len(header.columns)
     prefix, suffix = f"{organization_id}\t", f"\t{task_id}\n"
     records = stream.records()
-    # Per form, the question positions no row of it has answered yet.
+    # Per form, the question positions no row of it has answered yet (what that costs, roughly, in bytes).
     unanswered: dict[str, set[int]] = {}
+    tracking_cost = 300 + 40 * len(question_index)
+    tracked = 0
     while True:
         batch = ParsedBatch(start_offset=stream.offset)
         seen_ids: set[str] = set()
-        new_forms: set[str] = set()
+        newly_answered: dict[str, set[int]] = {}
         count = 0
+        size = 0
         for line, row in records:
             reason = None
             if isinstance(row, str):
@@ -113,11 +128,11 @@ def parse_batches(stream: CsvStream, header: Header, batch_rows: int, organizati
                 submitted_at = parse_submitted_at(row[sat])
                 form_id = row[fid].strip()
                 if response_id is None:
-                    reason = f"response_id {row[rid]!r} is not a UUID"
+                    reason = f"response_id {_shown(row[rid])} is not a UUID"
                 elif not form_id:
                     reason = "form_id is empty"
                 elif submitted_at is None:
-                    reason = f"submitted_at {row[sat]!r} is not an ISO-8601 date-time"
+                    reason = f"submitted_at {_shown(row[sat])} is not an ISO-8601 date-time"
             count += 1
             if reason is not None:
                 batch.rejected += 1
@@ -128,26 +143,32 @@ def parse_batches(stream: CsvStream, header: Header, batch_rows: int, organizati
             else:
                 seen_ids.add(response_id)
                 waiting = unanswered.get(form_id)
-                if waiting is None:
+                if waiting is None and question_index:
+                    if tracked + tracking_cost > _FORM_TRACKING_BYTES:
+                        unanswered.clear()
+                        tracked = 0
                     waiting = unanswered[form_id] = set(question_index)
+                    tracked += tracking_cost
                 if waiting:
                     answered = {i for i in waiting if row[i]}
                     if answered:
                         waiting -= answered
-                        new_forms.add(form_id)
+                        newly_answered.setdefault(form_id, set()).update(answered)
                 answers = ",".join([key + _json_string(row[i])
                                     for key, i in zip(key_prefixes, question_index, strict=True) if row[i]])
+                encoded = (f"{prefix}{response_id}\t{_copy_text(form_id)}\t"
+                           f"{timestamp_for_copy(row[sat], submitted_at)}\t"
+                           f"{{{_copy_text(answers)}}}{suffix}").encode()
                 batch.ids.append(response_id)
-                batch.lines.append(f"{prefix}{response_id}\t{_copy_text(form_id)}\t"
-                                   f"{timestamp_for_copy(row[sat], submitted_at)}\t"
-                                   f"{{{_copy_text(answers)}}}{suffix}")
-            if count >= batch_rows:
+                batch.lines.append(encoded)
+                size += len(encoded)
+            if count >= limits.rows or size >= limits.bytes:
                 break
         else:
             batch.finished = True
-        for form_id in new_forms:
-            waiting = unanswered[form_id]
-            batch.questions_seen[form_id] = [name for i, name in header.questions if i not in waiting]
+        for form_id, positions in newly_answered.items():
+            batch.questions_seen[form_id] = [name for i, name in header.questions if i in positions]
+        batch.size = size
         batch.end_offset, batch.end_line = stream.offset, stream.line
         yield batch
         if batch.finished:
@@ -158,12 +179,26 @@ def upload_file_id(task: Task) -> uuid.UUID:
     return uuid.UUID(task.params["file_id"])
 
 
+@dataclass(frozen=True)
+class BatchLimits:
+    """What one batch may hold: `rows` records, or rows whose COPY data takes `bytes` bytes, whichever comes
+    first. A row longer than `bytes` in the file, or with a field longer than `field_bytes`, is rejected."""
+
+    rows: int
+    bytes: int
+    field_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings) -> BatchLimits:
+        return cls(settings.upload_batch_rows, settings.upload_batch_bytes, settings.max_field_bytes)
+
+
 class UploadJob:
     """Imports one uploaded file. Parses ahead of the database in a background thread during a run."""
 
-    def __init__(self, db, batch_rows: int) -> None:
+    def __init__(self, db, limits: BatchLimits) -> None:
         self.db = db
-        self.batch_rows = batch_rows
+        self.limits = limits
         self._batches: ReadAhead[ParsedBatch] | None = None
 
     def _start(self, task: Task) -> dict[str, Any]:
@@ -184,8 +219,10 @@ class UploadJob:
                 return parsed
             self.close()
         reader = storage.ChunkReader(self.db, upload_file_id(task), checkpoint["offset"])
-        stream = CsvStream(io.BufferedReader(reader, storage.CHUNK_BYTES), checkpoint["offset"], checkpoint["line"])
-        source = parse_batches(stream, Header.parse(checkpoint["columns"]), self.batch_rows,
+        stream = CsvStream(io.BufferedReader(reader, storage.CHUNK_BYTES), checkpoint["offset"], checkpoint["line"],
+                           max_record_bytes=self.limits.bytes, max_field_bytes=self.limits.field_bytes,
+                           column_names=checkpoint["columns"])
+        source = parse_batches(stream, Header.parse(checkpoint["columns"]), self.limits,
                                task.organization_id, task.id)
         self._batches = ReadAhead(source, depth=2)
         return next(self._batches)
@@ -215,6 +252,8 @@ class UploadJob:
         if parsed.finished:
             result = {key: new[key] for key in
                       ("rows_inserted", "rows_skipped_duplicate", "rows_rejected", "rejections")}
+            # The SHA-256 of the imported file, computed by the gateway as it stored the file.
+            result["sha256"] = task.params.get("sha256")
             # Every row now lives in responses: the file has served its purpose.
             storage.delete_file(cur, upload_file_id(task))
         return Batch(checkpoint=new, done=parsed.end_offset, total=task.params["size_bytes"],
@@ -225,14 +264,14 @@ class UploadJob:
 
         The fast path is one COPY straight into the table. Only when a response id already exists does
         the batch go again through a staging table and INSERT ... ON CONFLICT DO NOTHING."""
-        data = "".join(parsed.lines)
+        data = b"".join(parsed.lines)
         cur.execute("SAVEPOINT upload_copy")
         try:
-            cur.copy_expert(_COPY_RESPONSES, io.StringIO(data))
+            cur.copy_expert(_COPY_RESPONSES, io.BytesIO(data))
         except psycopg2.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT upload_copy")
             cur.execute(_CREATE_STAGING)
-            cur.copy_expert(_COPY_STAGING, io.StringIO(data))
+            cur.copy_expert(_COPY_STAGING, io.BytesIO(data))
             cur.execute(_INSERT_FROM_STAGING)
             return cur.rowcount
         cur.execute("RELEASE SAVEPOINT upload_copy")

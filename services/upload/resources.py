@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import falcon
+import falcon.media
 
-from services import upload
 from services.gateway.accepted import start_task
 from services.gateway.problems import Problem
-from services.upload.csv_format import BadHeader, read_header
+from services.upload.receive import BodyIncomplete, RequestBody, content_digests, store_upload
 from shared import storage
-from shared import tasks as t
 
 # Allowance for the multipart envelope around the file when checking Content-Length up front.
 MULTIPART_OVERHEAD = 64 * 1024
-
-
-class _PrefixedStream:
-    """A stream that first yields bytes already read from another stream, then the rest of it."""
-
-    def __init__(self, head: bytes, rest) -> None:
-        self._head = head
-        self._rest = rest
-
-    def read(self, size: int = -1) -> bytes:
-        if self._head:
-            out, self._head = self._head[:size], self._head[size:]
-            return out
-        return self._rest.read(size)
 
 
 class UploadResource:
@@ -34,6 +19,7 @@ class UploadResource:
         self.db = db
         self.broker = broker
         self.settings = settings
+        self._multipart = falcon.media.MultipartFormHandler()
 
     def _too_large(self) -> Problem:
         limit = self.settings.max_upload_bytes
@@ -50,8 +36,20 @@ class UploadResource:
             The file is stored, then imported by a worker as a task that can be paused, resumed and
             revoked. Its header must have the columns `response_id`, `form_id` and `submitted_at`; the
             other columns are the answers. Rows that cannot be imported are counted in the task's result.
+            The task is created only once the whole body has arrived (closing multipart boundary read,
+            Content-Length matched, Content-Digest verified when sent); an incomplete body stores nothing.
+            The body may be sent with chunked transfer coding. Exactly one file part.
           operationId: uploadFile
           tags: [upload]
+          parameters:
+            - in: header
+              name: Content-Digest
+              required: false
+              description: >-
+                RFC 9530 digest of the whole request content (the multipart body as sent, after removing
+                any chunked transfer coding), e.g. `sha-256=:<base64>:`; sha-256 and sha-512 are
+                verified. A mismatch or a malformed header is a 400 and nothing is stored.
+              schema: {type: string}
           requestBody:
             required: true
             content:
@@ -78,40 +76,30 @@ class UploadResource:
             raise Problem(falcon.HTTP_415, "send the CSV as multipart/form-data with the file in the field 'file'",
                           title="Unsupported Media Type")
         limit = self.settings.max_upload_bytes
-        if req.content_length is not None and req.content_length > limit + MULTIPART_OVERHEAD:
+        length = req.content_length
+        if length is not None and length > limit + MULTIPART_OVERHEAD:
             raise self._too_large()
+        if length is None and not req.env.get("wsgi.input_terminated"):
+            # Without a length, only a server that ends the input at the body's end can be read to its end.
+            raise Problem(falcon.HTTP_411, "send the body with a Content-Length or chunked transfer coding",
+                          title="Length Required")
+        digests = content_digests(req.get_header("Content-Digest"))
+        body = RequestBody(req.bounded_stream if length is not None else req.stream, content_length=length,
+                           limit=limit + MULTIPART_OVERHEAD, digests=digests, too_large=self._too_large)
+        # The stream ends at Content-Length, or (chunked) one byte past the cap, which RequestBody refuses.
+        stream = falcon.BufferedReader(body.read, length if length is not None else limit + MULTIPART_OVERHEAD + 1)
         try:
-            form = req.get_media()
-            for part in form:
-                if part.name == "file":
-                    task = self._store(req.context.caller, part)
-                    break
-            else:
-                raise Problem(falcon.HTTP_400, "the multipart body has no field named 'file'", parameter="file")
+            form = self._multipart.deserialize(stream, req.content_type, length)
+            task = store_upload(self.db, req.context.caller, form, body, stream, limit)
         except storage.FileTooLarge:
             raise self._too_large() from None
+        except BodyIncomplete as exc:
+            raise Problem(falcon.HTTP_400, f"{exc}: the upload is incomplete and nothing was stored",
+                          title="Incomplete Upload") from None
         except falcon.MediaMalformedError as exc:
+            if body.ended:
+                raise Problem(falcon.HTTP_400, f"the request body ended after {body.received} bytes, before the "
+                              "multipart closing boundary: the upload is incomplete and nothing was stored",
+                              title="Incomplete Upload") from None
             raise Problem(falcon.HTTP_400, f"the multipart body could not be parsed: {exc.description}") from None
         start_task(resp, self.db, self.broker, task)
-
-    def _store(self, caller, part) -> t.Task:
-        """Stream the file into storage and create its task, in one transaction: all or nothing."""
-        head = part.stream.read(storage.CHUNK_BYTES)
-        try:
-            read_header(head)
-        except BadHeader as exc:
-            raise Problem(falcon.HTTP_422, f"the file cannot be imported: {exc}", title="Bad CSV Header") from None
-        with self.db.transaction() as cur:
-            # The client's name for the file, made safe (no path, no NUL: PostgreSQL text cannot hold one).
-            filename = part.secure_filename if part.filename else None
-            file_id = storage.create_file(cur, organization_id=caller.organization_id, purpose="upload",
-                                          filename=filename)
-            size = storage.write_stream(cur, file_id, _PrefixedStream(head, part.stream),
-                                        self.settings.max_upload_bytes)
-            task = t.create_task(
-                cur, organization_id=caller.organization_id, kind=upload.KIND, queue_name=upload.QUEUE,
-                actor_name=upload.ACTOR, progress_unit="bytes", actor=caller.actor,
-                params={"file_id": str(file_id), "filename": filename, "size_bytes": size},
-            )
-            storage.attach_to_task(cur, file_id, task.id)
-        return task

@@ -42,7 +42,8 @@ def test_export_lists_responses_in_order_with_the_forms_questions(client, api_ke
 
 
 def test_formula_cells_are_neutralised_but_plain_numbers_are_not(client, api_key, worker):
-    cells = ["=1+1", "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx", "-3.5", "+7", "-1e5", "a=b", "-"]
+    cells = ["=1+1", "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx", "-3.5", "+7", "-1e5", "a=b", "-",
+             " =1+1", "\n=1+1", "\uff1d1+1", "\uff0bx", "\uff0d1", "\uff20x", "\u3000 @x", "  -3.5", "1-2", "\t-3"]
     upload_responses(client, api_key, csv_file(
         ["response_id", "form_id", "submitted_at", *[f"q{i}" for i in range(len(cells))]],
         [ID.format(1), "=form", "2024-03-01", *cells],
@@ -51,7 +52,9 @@ def test_formula_cells_are_neutralised_but_plain_numbers_are_not(client, api_key
     row = rows_of(data)[1]
     assert row[1] == "'=form"
     assert row[3:] == ["'=1+1", "'+cmd", "'-2+3", "'@SUM(A1)", "'\tx", "'\rx",
-                       "-3.5", "+7", "-1e5", "a=b", "'-"]
+                       "-3.5", "+7", "-1e5", "a=b", "'-",
+                       "' =1+1", "'\n=1+1", "'\uff1d1+1", "'\uff0bx", "'\uff0d1", "'\uff20x", "'\u3000 @x", "  -3.5",
+                       "1-2", "'\t-3"]
 
 
 def test_round_trip_upload_then_export_gives_back_the_same_responses(client, api_key, worker):

@@ -68,3 +68,111 @@ def test_invalid_utf8_rejects_only_that_record():
 def test_header_with_invalid_utf8_is_a_bad_header():
     with pytest.raises(BadHeader, match="UTF-8"):
         read_header(b"response_id,form\xff_id,submitted_at\n")
+
+
+def test_a_nul_character_rejects_only_its_record_and_in_the_header_anywhere_refuses_the_file():
+    data = b"response_id,form_id,submitted_at,q\nx,f\x00,d,a\ny,f,d,ok\nz,f,d,b\x00c\n"
+    header, offset = read_header(data)
+    records = list(CsvStream(io.BytesIO(data[offset:]), offset, 1, block_size=16).records())
+    assert records == [(2, "column 2 holds a NUL character, which PostgreSQL text cannot store"),
+                       (3, ["y", "f", "d", "ok"]),
+                       (4, "column 4 holds a NUL character, which PostgreSQL text cannot store")]
+    # A NUL in the header past the first 4 KiB is refused like one at its start.
+    long_header = b"response_id,form_id,submitted_at," + b"q" * 5000 + b",a\x00b\n"
+    with pytest.raises(BadHeader, match="NUL"):
+        read_header(long_header)
+
+
+@pytest.mark.parametrize("block_size", [3, 64, 1 << 20])
+def test_records_over_the_byte_limits_are_rejected_and_skipped_without_losing_their_neighbours(block_size):
+    # Given a file with an over-long unquoted row, an over-long quoted multi-line row (with escaped quotes),
+    # a row with a field over the field limit, and good rows between and after them
+    long_plain = b"a," + b"x" * 500 + b"\n"
+    long_quoted = b'b,"' + b'y\n""q""\n' * 60 + b'",z\n'
+    big_field = b"c," + "é".encode() * 70 + b"\n"  # 140 bytes in 70 characters
+    rows = [b"1,ok\n", long_plain, b"2,ok\n", long_quoted, b'3,"x\ny"\n', big_field, b"4,ok"]
+    data = b"".join(rows)
+    stream = CsvStream(io.BytesIO(data), 0, 0, block_size=block_size, max_record_bytes=300, max_field_bytes=100)
+    records, offsets = [], []
+    for record in stream.records():
+        records.append(record)
+        offsets.append(stream.offset)
+    # Then each bad row is reported at its line, and every other row is read as it is
+    assert records == [
+        (1, ["1", "ok"]),
+        (2, "the row is longer than 300 bytes (UPLOAD_BATCH_BYTES)"),
+        (3, ["2", "ok"]),
+        (4, "the row is longer than 300 bytes (UPLOAD_BATCH_BYTES)"),
+        (125, ["3", "x\ny"]),
+        (127, "column 2 is longer than 100 bytes (MAX_FIELD_BYTES)"),
+        (128, ["4", "ok"]),
+    ]
+    assert offsets[-1] == len(data)
+    # And resuming after any record gives the same rest
+    for index, offset in enumerate(offsets[:-1]):
+        rest = CsvStream(io.BytesIO(data[offset:]), offset, records[index + 1][0] - 1, block_size=block_size,
+                         max_record_bytes=300, max_field_bytes=100)
+        assert list(rest.records()) == records[index + 1:]
+
+
+def test_batches_close_at_the_row_or_the_byte_limit_whichever_comes_first():
+    from services.upload.importer import BatchLimits, parse_batches
+
+    data = csv_bytes(500, seed=5)
+    header, offset = read_header(data)
+
+    def batches(limits: BatchLimits) -> list:
+        stream = CsvStream(io.BytesIO(data[offset:]), offset, 1, max_record_bytes=limits.bytes,
+                           max_field_bytes=limits.field_bytes)
+        return list(parse_batches(stream, header, limits, "org", "task"))
+
+    by_rows = batches(BatchLimits(rows=100, bytes=1 << 30, field_bytes=1 << 20))
+    assert [len(b.lines) for b in by_rows] == [100] * 5 + [0]
+    by_bytes = batches(BatchLimits(rows=100, bytes=8 * 1024, field_bytes=1 << 20))
+    assert len(by_bytes) > 6
+    # Each batch holds rows up to the one that reaches the byte limit, and no row is lost or repeated.
+    assert all(b.size - len(b.lines[-1]) < 8 * 1024 for b in by_bytes if b.lines)
+    assert all(b.size == sum(map(len, b.lines)) for b in by_bytes)
+    assert [i for b in by_bytes for i in b.ids] == [i for b in by_rows for i in b.ids]
+    assert by_bytes[-1].end_offset == len(data)
+
+
+def test_forgetting_which_questions_forms_had_answered_changes_no_form_s_questions(monkeypatch):
+    # Given a file of many forms, each answering its questions over several rows
+    from services.upload import importer
+    from services.upload.importer import BatchLimits, parse_batches
+
+    lines = ["response_id,form_id,submitted_at,q1,q2,q3"]
+    for n in range(600):
+        answers = ["", "", ""]
+        answers[n % 3] = "a"
+        lines.append(f"00000000-0000-4000-8000-{n:012d},form{n % 40},2024-01-01,{','.join(answers)}")
+    data = ("\n".join(lines) + "\n").encode()
+    header, offset = read_header(data)
+
+    def questions_per_form() -> dict[str, list[str]]:
+        """What the batches ask PostgreSQL to remember: the order in which each form's questions appear."""
+        stream = CsvStream(io.BytesIO(data[offset:]), offset, 1)
+        known: dict[str, list[str]] = {}
+        for batch in parse_batches(stream, header, BatchLimits(50, 1 << 30, 1 << 20), "org", "task"):
+            for form, questions in batch.questions_seen.items():
+                known.setdefault(form, []).extend(q for q in questions if q not in known.get(form, []))
+        return known
+
+    remembered = questions_per_form()
+    # When the memory of what each form has answered is capped so low that it is forgotten all the time
+    monkeypatch.setattr(importer, "_FORM_TRACKING_BYTES", 1000)
+    # Then every form still gets the same questions in the same order
+    assert questions_per_form() == remembered
+    assert remembered["form0"] == ["q1", "q2", "q3"] and remembered["form1"] == ["q2", "q3", "q1"]
+
+
+def test_the_batch_limits_come_from_the_settings():
+    from services.upload.importer import BatchLimits
+    from shared.config import Settings
+
+    defaults = BatchLimits.from_settings(Settings.from_env({}))
+    assert (defaults.rows, defaults.bytes, defaults.field_bytes) == (20000, 16 * 1024 * 1024, 1024 * 1024)
+    configured = BatchLimits.from_settings(Settings.from_env({"UPLOAD_BATCH_ROWS": "7", "UPLOAD_BATCH_BYTES": "4096",
+                                                              "MAX_FIELD_BYTES": "100"}))
+    assert (configured.rows, configured.bytes, configured.field_bytes) == (7, 4096, 100)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from datetime import UTC
 
 from falcon import testing
@@ -57,10 +58,11 @@ def test_only_first_100_rejections_are_kept(client, api_key, worker):
 
 
 def test_generated_file_uploads_completely(client, api_key, worker, rt):
-    result = upload(client, api_key, csv_bytes(1000, seed=7))
+    data = csv_bytes(1000, seed=7)
+    result = upload(client, api_key, data)
     task = wait_for_state(client, api_key, result.json["task_id"], "completed")
     assert task["result"] == {"rows_inserted": 1000, "rows_skipped_duplicate": 0, "rows_rejected": 0,
-                              "rejections": []}
+                              "rejections": [], "sha256": hashlib.sha256(data).hexdigest()}
     assert count_responses(rt, task["task_id"]) == 1000
 
 
@@ -172,3 +174,37 @@ def test_a_file_name_with_path_and_nul_characters_is_stored_safely(client, api_k
     result = upload(client, api_key, csv_bytes(2), filename="../../etc/pa\x00sswd.csv")
     assert result.status_code == 202, result.text
     assert "/" not in result.json["params"]["filename"] and "\x00" not in result.json["params"]["filename"]
+
+
+def test_nul_characters_reject_only_their_rows(client, api_key, worker, rt):
+    # Given rows with a NUL in an answer, in form_id, and in response_id, between good rows
+    data = (
+        HEADER
+        + "6f1d7a2c-aaaa-4a8e-9d5e-0c1b2a3d4e5f,f1,2024-01-02,ok,fine\n"
+        + "6f1d7a2c-bbbb-4a8e-9d5e-0c1b2a3d4e5f,f1,2024-01-02,n\x00l,x\n"
+        + "6f1d7a2c-cccc-4a8e-9d5e-0c1b2a3d4e5f,f\x001,2024-01-02,a,b\n"
+        + "6f1d7a2c-dddd-4a8e-9d5e-0c1b2a3d4e\x00,f1,2024-01-02,a,b\n"
+        + "6f1d7a2c-eeee-4a8e-9d5e-0c1b2a3d4e5f,f1,2024-01-02,also,fine\n"
+    ).encode()
+    # When it is uploaded
+    result = upload(client, api_key, data)
+    assert result.status_code == 202, result.text
+    task = wait_for_state(client, api_key, result.json["task_id"], "completed", "failed")
+    # Then those rows are rejected with their line and reason, and the others imported
+    assert task["state"] == "completed", task["error"]
+    assert task["result"]["rows_inserted"] == 2
+    assert [(r["line"], r["reason"]) for r in task["result"]["rejections"]] == [
+        (3, "column 4 (name) holds a NUL character, which PostgreSQL text cannot store"),
+        (4, "column 2 (form_id) holds a NUL character, which PostgreSQL text cannot store"),
+        (5, "column 1 (response_id) holds a NUL character, which PostgreSQL text cannot store"),
+    ]
+    assert count_responses(rt, task["task_id"]) == 2
+
+
+def test_a_nul_in_the_header_anywhere_is_422(client, api_key):
+    long_names = ",".join(f"question_{i}" for i in range(600))  # the NUL lands past the first 4 KiB
+    for header in ("response_id,form_id,submitted_at,na\x00me\n", f"response_id,form_id,submitted_at,"
+                                                                   f"{long_names},la\x00st\n"):
+        result = upload(client, api_key, header.encode() + b"6f1d7a2c-aaaa-4a8e-9d5e-0c1b2a3d4e5f,f1,2024-01-02\n")
+        assert result.status_code == 422, result.text
+        assert "NUL" in result.json["detail"]
