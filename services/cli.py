@@ -27,7 +27,7 @@ WORKER_DOMAINS = (
 SCHEDULER_MODULES = ("services.control.actors", "services.export.actors")
 # `collect up` starts a process that exits again, unless it exits more than this often.
 MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60
-# JSON log lines (shared.logs) from gunicorn too.
+# The gateway's gunicorn settings (worker class with header deadline, JSON log lines, ...): one place.
 GUNICORN_CONFIG = "python:services.gateway.gunicorn_config"
 
 
@@ -102,14 +102,13 @@ def up(dev_key: bool) -> None:
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
     python_bin = os.path.dirname(sys.executable)
     commands = [
-        [os.path.join(python_bin, "gunicorn"), "--config", GUNICORN_CONFIG,
-         "--bind", f"0.0.0.0:{settings.port}", "--worker-class", "gthread",
-         "--workers", str(settings.gateway_workers), "--threads", "8", "--timeout", "120",
-         "services.gateway.wsgi:app"],
+        # Every gunicorn setting (bind from PORT, worker class, workers, threads) is in GUNICORN_CONFIG.
+        [os.path.join(python_bin, "gunicorn"), "--config", GUNICORN_CONFIG, "services.gateway.wsgi:app"],
         # --skip-logging: the workers' LogContext middleware installs the JSON log format instead.
         *[[os.path.join(python_bin, "dramatiq"), module, "--skip-logging", "--queues", queue,
            "--processes", "1", "--threads", str(threads)] for queue, module, threads in WORKER_DOMAINS],
-        [os.path.join(python_bin, "periodiq"), *SCHEDULER_MODULES],
+        # periodiq, made to outlive a Redis outage (services/control/scheduler.py).
+        [sys.executable, "-m", "services.control.scheduler", *SCHEDULER_MODULES],
     ]
     children = [subprocess.Popen(command, env=env) for command in commands]
     stopping = False

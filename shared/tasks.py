@@ -466,3 +466,16 @@ def stalled_tasks(cur, queued_grace_seconds: int, limit: int = 500) -> list[Task
 
 def mark_enqueued(cur, task_id: uuid.UUID) -> None:
     cur.execute("UPDATE tasks SET enqueued_at = now() WHERE id = %s", (task_id,))
+
+
+# A time before any sweep's grace period: the next sweep re-sends the message of a task marked so.
+MESSAGE_LOST_SQL = """
+    UPDATE tasks SET enqueued_at = 'epoch'::timestamptz
+    WHERE id = %s AND state IN ('queued', 'revoking') AND lease_owner IS NULL
+"""
+
+
+def mark_message_lost(cur, task_id: uuid.UUID) -> None:
+    """Record that the task's message could not be sent (Redis down): the next sweep sends it again,
+    without waiting for the grace period it gives messages that are presumably on their way."""
+    cur.execute(MESSAGE_LOST_SQL, (task_id,))

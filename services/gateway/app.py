@@ -17,8 +17,15 @@ from services.export.resources import DownloadResource, ExportResource
 from services.gateway.docs import add_docs_routes
 from services.gateway.health import LiveResource, ReadyResource, ServiceHealthResource
 from services.gateway.middleware import ApiKeyAuth, RequestId
-from services.gateway.problems import handle_unexpected, serialize_problem
+from services.gateway.problems import (
+    body_stalled_handler,
+    handle_unavailable,
+    handle_unexpected,
+    serialize_problem,
+)
 from services.upload.resources import UploadResource
+from shared.db import UNAVAILABLE_ERRORS
+from shared.wake import BROKER_UNAVAILABLE
 
 TASK_KINDS = (upload.KIND, export.KIND)
 
@@ -29,6 +36,9 @@ def create_app(db, broker, settings) -> falcon.App:
     app.req_options.strip_url_path_trailing_slash = True
     app.set_error_serializer(serialize_problem)
     app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(UNAVAILABLE_ERRORS + BROKER_UNAVAILABLE, handle_unavailable)
+    # A socket read timeout while reading the request body (the worker sets it to BODY_STALL_SECONDS).
+    app.add_error_handler(TimeoutError, body_stalled_handler(settings.body_stall_seconds))
 
     control = TaskControl(db, broker, settings)
     app.add_route("/api/upload-file", UploadResource(db, broker, settings))
