@@ -32,5 +32,7 @@ class ConditionalGet:
             resp.status = falcon.HTTP_304
             resp.media = None
             resp.data = None
+            # A 304 has no content, so it names no content type (RFC 9110 15.4.5).
+            resp.content_type = None
         else:
             resp.data = body
