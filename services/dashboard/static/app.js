@@ -254,7 +254,7 @@ function makeRow(task) {
     done: el("td", { "data-label": "Done of total", class: "num" }),
     rate: el("td", { "data-label": "Rate", class: "num" }),
     eta: el("td", { "data-label": "ETA", class: "num" }),
-    created: el("td", { "data-label": "Created" }),
+    created: el("td", { "data-label": "Created", class: "created" }),
     target: el("td", { "data-label": "File or date range", class: "target" }),
     actions: el("td", { class: "row-actions" }),
   };
@@ -275,11 +275,12 @@ function updateRow(row, task) {
   const key = JSON.stringify([task.state, task.progress, task.rate_per_second, task.eta_seconds, task.pause_deadline]);
   if (row.key === key) return;
   row.key = key;
-  row.cells.state.replaceChildren(badge(task.state));
+  const state = el("span", { class: "state-cell" }, badge(task.state));
   if (task.state === "paused" && task.pause_deadline) {
-    row.cells.state.append(el("span", { class: "countdown small-text", "data-deadline": task.pause_deadline,
+    state.append(el("span", { class: "countdown small-text", "data-deadline": task.pause_deadline,
       text: countdownText(task.pause_deadline) }));
   }
+  row.cells.state.replaceChildren(state);
   setProgress(row.bar, percentOf(task), task.state, `Progress of ${row.label}`);
   const p = task.progress;
   row.cells.done.textContent = p.total == null ? formatAmount(p.done, p.unit)
@@ -289,7 +290,6 @@ function updateRow(row, task) {
   row.cells.created.textContent = formatCreated(task.created_at);
   row.cells.created.title = task.created_at;
   row.cells.target.textContent = describeTarget(task);
-  row.cells.target.title = describeTarget(task);
   updateButtons(row.buttons, task, row.label);
 }
 
