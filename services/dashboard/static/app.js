@@ -333,6 +333,8 @@ function listPath() {
 async function pollList() {
   const generation = session.generation;
   clearTimeout(session.listTimer);
+  // A hidden tab asks nothing; it catches up the moment it is shown again (see wire()).
+  if (document.hidden) return;
   try {
     const answer = await api(listPath(), { etag: session.listEtag });
     if (generation !== session.generation) return;
@@ -463,7 +465,7 @@ function renderDetailBody(task) {
 async function refreshDetail(force = false) {
   const id = session.detailId;
   clearTimeout(session.detailTimer);
-  if (!id) return;
+  if (!id || document.hidden) return;
   try {
     const answer = await api(`/api/tasks/${id}/?events=1`, { etag: force ? null : session.detailEtag });
     if (session.detailId !== id) return;
@@ -734,6 +736,11 @@ function wire() {
   $("detail-close").addEventListener("click", () => ui.detail.close());
   ui.detail.addEventListener("close", resetDetail);
   setInterval(tickCountdowns, 1000);
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden || !session.key) return;
+    pollList();
+    refreshDetail();
+  });
   const today = new Date().toISOString().slice(0, 10);
   $("export-to").value = today;
   $("export-from").value = `${today.slice(0, 4)}-01-01`;
