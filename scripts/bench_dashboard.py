@@ -1,6 +1,8 @@
 """Benchmark: the control API's p99 latency (pause and resume requests) with no dashboard open, then with
-DASHBOARDS simulated dashboards polling as the page does (the task list and one open task's detail with its
-events, about once a second each, with If-None-Match). Target: p99 < 100 ms while 50 dashboards are open.
+DASHBOARDS simulated dashboards polling as the page does: the task list once a second with If-None-Match
+(with --detail, also one open task's detail and events, as when every dashboard has a task open). Target:
+p99 < 100 ms while 50 dashboards are open. Also prints the gateway's CPU time per poll, a figure that does
+not depend on how busy the machine is.
 
 The gateway runs as `collect up` runs it (gunicorn, gthread, 2 workers x 8 threads), without task workers,
 so the measured tasks stay queued/paused and every request is the same work. Loopback only; each phase is
@@ -14,6 +16,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -50,15 +53,17 @@ class Client:
         return response.status, response.getheader("ETag"), response.read()
 
 
-def poller(base: str, key: str, task_id: str, stop_at: float, out) -> None:
-    """One dashboard: polls the list and one task's detail every second, conditionally, until stop_at."""
+def poller(base: str, key: str, paths: list[str], stop_at: float, out) -> None:
+    """One dashboard: GETs `paths` every second, conditionally, until stop_at."""
     client = Client(base, key)
     tags: dict[str, str | None] = {}
     statuses: dict[int, int] = {}
     latencies = []
+    # Dashboards are opened at different moments: their polls are spread over the second, not a burst.
+    time.sleep(random.uniform(0, POLL_SECONDS))
     while time.time() < stop_at:
         started = time.perf_counter()
-        for path in ("/api/tasks/?limit=20&offset=0", f"/api/tasks/{task_id}/?events=1"):
+        for path in paths:
             sent = time.perf_counter()
             status, tag, _ = client.request("GET", path, headers={"If-None-Match": tags[path]} if tags.get(path)
                                             else {})
@@ -95,6 +100,7 @@ def main() -> int:
     parser.add_argument("--dashboards", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=30, help="length of each phase (default 30)")
     parser.add_argument("--tasks", type=int, default=30, help="tasks in the organization (default 30)")
+    parser.add_argument("--detail", action="store_true", help="each dashboard also polls an open task's detail")
     parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "8096")))
     args = parser.parse_args()
     server, redis_url = server_urls()
@@ -125,7 +131,8 @@ def main() -> int:
                                                {"Content-Type": f"multipart/form-data; boundary={boundary}"})
             assert status == 202, answer
             task_ids.append(json.loads(answer)["task_id"])
-        controlled = task_ids[:5]
+        # The newest tasks: on the dashboards' first page, so that each pause/resume changes what they see.
+        controlled = task_ids[-5:]
 
         quiet = measure_control(client, controlled, args.seconds)
         print(f"control API, no dashboard open: {len(quiet)} requests, p50 {statistics.median(quiet) * 1000:.1f} ms, "
@@ -135,12 +142,15 @@ def main() -> int:
         stop_at = time.time() + args.seconds + 5
         # Pollers live in 5 processes, so that their client-side work does not slow the measuring thread.
         groups = [list(range(i, args.dashboards, 5)) for i in range(5)]
-        processes = [multiprocessing.Process(target=_poller_group, args=(base, key, task_ids, group, stop_at, results))
+        processes = [multiprocessing.Process(target=_poller_group,
+                                             args=(base, key, task_ids, args.detail, group, stop_at, results))
                      for group in groups if group]
         for process in processes:
             process.start()
         time.sleep(3)  # every poller has opened its connection and done its first full reads
+        cpu_before = gateway_cpu_seconds(gateway.pid)
         busy = measure_control(client, controlled, args.seconds)
+        cpu_used = gateway_cpu_seconds(gateway.pid) - cpu_before
         collected = [results.get(timeout=args.seconds + 60) for _ in range(args.dashboards)]
         for process in processes:
             process.join(30)
@@ -156,6 +166,10 @@ def main() -> int:
         print(f"dashboard polls: {total_polls} in {args.seconds + 5:.0f} s ({total_polls / (args.seconds + 5):.0f}/s), "
               f"statuses {dict(sorted(statuses.items()))}, {100 * statuses.get(304, 0) / total_polls:.0f}% 304, "
               f"p99 {p99(poll_latencies):.1f} ms")
+        polls_measured = total_polls * args.seconds / (args.seconds + 5)
+        per_request = 1000 * cpu_used / (polls_measured + len(busy))
+        print(f"gateway CPU while measuring: {cpu_used:.1f} s in {args.seconds:.0f} s "
+              f"({100 * cpu_used / args.seconds:.0f}% of one core, ~{per_request:.1f} ms a request)")
         return 0 if p99(busy) < 100 else 1
     finally:
         gateway.terminate()
@@ -165,11 +179,27 @@ def main() -> int:
             broker.delete(*stale)
 
 
-def _poller_group(base: str, key: str, task_ids: list[str], group: list[int], stop_at: float, out) -> None:
+def gateway_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of gunicorn's master and workers so far."""
+    import psutil
+
+    total = 0.0
+    master = psutil.Process(pid)
+    for process in [master, *master.children(recursive=True)]:
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def _poller_group(base: str, key: str, task_ids: list[str], detail: bool, group: list[int], stop_at: float,
+                  out) -> None:
     import threading
 
-    threads = [threading.Thread(target=poller, args=(base, key, task_ids[i % len(task_ids)], stop_at, out))
-               for i in group]
+    def paths(i: int) -> list[str]:
+        listing = ["/api/tasks/?limit=20&offset=0"]
+        return listing + [f"/api/tasks/{task_ids[i % len(task_ids)]}/?events=1"] if detail else listing
+
+    threads = [threading.Thread(target=poller, args=(base, key, paths(i), stop_at, out)) for i in group]
     for thread in threads:
         thread.start()
     for thread in threads:
