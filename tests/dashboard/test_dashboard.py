@@ -9,6 +9,7 @@ import io
 import json
 import re
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 
@@ -199,3 +200,30 @@ def test_another_organizations_key_does_not_show_the_first_ones_tasks(open_dashb
     assert row(page, task_id).count() == 0
     assert page.locator("#task-rows tr").count() == 0
     watched.assert_clean()
+
+
+def test_a_refused_upload_shows_the_problem_detail(open_dashboard, rt, stack, tmp_path):
+    # Given a file whose header lacks the required columns
+    key = new_key(rt, "dash-refused")
+    path = tmp_path / "no-header.csv"
+    path.write_bytes(b"name,answer\nada,42\n")
+    body, headers = multipart(path.read_bytes())
+    request = urllib.request.Request(f"{stack.url}/api/upload-file/", data=body, method="POST",
+                                     headers={**headers, "Authorization": f"Bearer {key}"})
+    try:
+        urllib.request.urlopen(request, timeout=30)
+        raise AssertionError("the API accepted a file without the required columns")
+    except urllib.error.HTTPError as error:
+        assert error.code == 422
+        problem = json.load(error)
+    page = open_dashboard().page
+    sign_in(page, key)
+    # When it is uploaded through the form
+    page.locator("#upload-file").set_input_files(str(path))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    # Then the form says it was refused, in the problem's own words, and no task was created
+    message = page.locator("#upload-status [role=alert]")
+    message.wait_for()
+    assert "refused" in message.inner_text()
+    assert problem["detail"] in message.inner_text()
+    assert page.locator("#upload-status").get_attribute("data-task-id") is None
