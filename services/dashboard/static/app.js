@@ -290,7 +290,13 @@ function updateRow(row, task) {
   row.cells.eta.textContent = task.eta_seconds == null ? "—" : formatDuration(task.eta_seconds);
   row.cells.created.textContent = formatCreated(task.created_at);
   row.cells.created.title = task.created_at;
-  row.cells.target.textContent = describeTarget(task);
+  if (task.kind === "export") {
+    // A date breaks only between words, never at its own hyphens.
+    row.cells.target.replaceChildren(...describeTarget(task).split(" ").flatMap((word, i) =>
+      [i ? " " : null, el("span", { class: "word", text: word })].filter(Boolean)));
+  } else {
+    row.cells.target.textContent = describeTarget(task);
+  }
   updateButtons(row.buttons, task, row.label);
 }
 
