@@ -227,3 +227,37 @@ def test_a_refused_upload_shows_the_problem_detail(open_dashboard, rt, stack, tm
     assert "refused" in message.inner_text()
     assert problem["detail"] in message.inner_text()
     assert page.locator("#upload-status").get_attribute("data-task-id") is None
+
+
+def test_an_action_the_task_no_longer_allows_is_explained_in_plain_words(open_dashboard, rt, stack):
+    # Given a paused upload shown with its Resume button enabled
+    key = new_key(rt, "dash-conflict")
+    task_id = api_upload(stack.url, key, csv_bytes(50_000, seed=51))
+    wait_for(lambda: api_call(stack.url, "POST", f"/api/pause/{task_id}/?wait=10", key)["state"] == "paused",
+             timeout=60, interval=0.2)
+    page = open_dashboard().page
+    sign_in(page, key)
+    wait_badge(page, task_id, "paused")
+    # And the tab stops polling, as a hidden tab does, so the row is not refreshed meanwhile
+    page.evaluate("Object.defineProperty(document, 'hidden', {value: true, configurable: true})")
+    page.wait_for_timeout(1500)
+    # When someone else revokes the task, and then Resume is pressed on the stale row
+    assert api_call(stack.url, "POST", f"/api/revoke/{task_id}/?wait=10", key)["state"] in ("revoking", "revoked")
+    row(page, task_id).get_by_role("button", name=re.compile("^Resume")).click()
+    # Then the 409 is shown in plain words: the problem's title and detail, with the task's state
+    notice = page.locator("#notice")
+    notice.wait_for(state="visible")
+    text = notice.inner_text()
+    assert text.startswith("Could not resume the task. Invalid Task Transition: cannot resume task"), text
+    assert "revok" in text
+    # And the row shows the state the server answered with
+    wait_for(lambda: badge_text(page, task_id) in ("revoking", "revoked"), timeout=10, interval=0.1)
+
+
+def api_call(base: str, method: str, path: str, key: str) -> dict:
+    request = urllib.request.Request(base + path, method=method, headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as error:
+        return json.load(error)

@@ -223,6 +223,8 @@ async function runAction(action, taskId, where) {
     applyTaskUpdate(body);
   } catch (error) {
     showNotice(`Could not ${action} the task. ${error.message}`);
+    // The row was out of date (another user or the pause timeout acted first): show the task as it is.
+    api(`/api/tasks/${taskId}/`).then(({ body }) => applyTaskUpdate(body)).catch(() => {});
   }
   if (where === "detail") refreshDetail(true);
 }
