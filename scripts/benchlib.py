@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -100,3 +101,33 @@ def new_api_key(database_url: str, organization: str = "bench") -> str:
             return orgs.create_api_key(cur, organization)
     finally:
         db.close()
+
+
+@contextlib.contextmanager
+def collect_up(database_url: str, redis_url: str, port: int, extra_env: dict[str, str] | None = None):
+    """The whole stack as scripts/run starts it (`collect up --dev-key`) on its own broker namespace;
+    yields (base URL, the development API key it printed)."""
+    client = redis.Redis.from_url(redis_url)
+    stale = client.keys(f"{NAMESPACE}:*")
+    if stale:
+        client.delete(*stale)
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "BROKER_NAMESPACE": NAMESPACE,
+           "PORT": str(port), **(extra_env or {})}
+    process = subprocess.Popen([str(Path(sys.executable).parent / "collect"), "up", "--dev-key"], env=env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        key = None
+        for line in process.stdout:  # `collect up` prints the key last, once everything is up
+            if key == "":
+                key = line.strip()
+                break
+            if line.startswith("Development API key"):
+                key = ""
+        if not key:
+            raise RuntimeError("collect up exited before printing its development API key")
+        # Keep draining its output so that it never blocks on a full pipe.
+        threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
+        yield f"http://127.0.0.1:{port}", key
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -225,6 +225,10 @@ class TaskResource:
                       - {$ref: '#/components/schemas/Task'}
                       - type: object
                         properties:
+                          checkpoint:
+                            type: [object, 'null']
+                            additionalProperties: true
+                            description: Where a resume continues from (its fields depend on the kind).
                           events:
                             type: array
                             items:
@@ -249,6 +253,7 @@ class TaskResource:
         except t.TaskNotFound:
             raise task_not_found(task_id) from None
         body = task.to_json()
+        body["checkpoint"] = task.checkpoint
         if events is not None:
             body["events"] = [{**e, "at": e["at"].isoformat()} for e in events]
         resp.media = body

@@ -13,7 +13,9 @@ from services.control.resources import (
     TaskListResource,
     TaskResource,
 )
+from services.dashboard.resources import add_dashboard_routes
 from services.export.resources import DownloadResource, ExportResource
+from services.gateway.conditional import ConditionalGet
 from services.gateway.docs import add_docs_routes
 from services.gateway.health import LiveResource, ReadyResource, ServiceHealthResource
 from services.gateway.middleware import ApiKeyAuth, RequestId
@@ -32,7 +34,7 @@ TASK_KINDS = (upload.KIND, export.KIND)
 
 def create_app(db, broker, settings) -> falcon.App:
     """The gateway app. Its collaborators (database, broker, settings) are passed in, never imported."""
-    app = falcon.App(middleware=[RequestId(), ApiKeyAuth(db)])
+    app = falcon.App(middleware=[RequestId(), ApiKeyAuth(db), ConditionalGet()])
     app.req_options.strip_url_path_trailing_slash = True
     app.set_error_serializer(serialize_problem)
     app.add_error_handler(Exception, handle_unexpected)
@@ -55,4 +57,5 @@ def create_app(db, broker, settings) -> falcon.App:
                                            namespace=broker.namespace)
     app.add_route("/health/{service}", service_health)
     add_docs_routes(app)
+    add_dashboard_routes(app)
     return app
