@@ -22,12 +22,14 @@ def create_broker(redis_url: str, db, namespace: str = "dramatiq",
     from shared.control_middleware import ControlMiddleware
     from shared.heartbeat_middleware import Heartbeat
     from shared.log_context_middleware import LogContext
+    from shared.worker_metrics import WorkerPrometheus
 
     broker = RedisBroker(url=redis_url, namespace=namespace)
     broker.add_middleware(PeriodiqMiddleware(skip_delay=30))
     broker.add_middleware(ControlMiddleware(db, recovery_sweep_after))
     broker.add_middleware(Heartbeat())
     broker.add_middleware(LogContext())
+    broker.add_middleware(WorkerPrometheus())
     dramatiq.set_broker(broker)
     return broker
 

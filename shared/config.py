@@ -42,6 +42,8 @@ class Settings:
     broker_namespace: str = "dramatiq"
     # /health/{service} warns when a queued message has waited longer than this.
     queue_age_warn_seconds: int = 60
+    # `collect up` gives the Prometheus exporters of its worker domains this port and the next ones.
+    worker_metrics_port: int = 9191
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -60,6 +62,7 @@ class Settings:
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=2),
             broker_namespace=env.get("BROKER_NAMESPACE") or "dramatiq",
             queue_age_warn_seconds=_int(env, "QUEUE_AGE_WARN_SECONDS", 60, minimum=1),
+            worker_metrics_port=_int(env, "WORKER_METRICS_PORT", 9191, minimum=1),
         )
 
     def with_urls(self, database_url: str, redis_url: str) -> Settings:

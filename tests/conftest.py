@@ -7,9 +7,14 @@ server and use Redis logical db COLLECT_TEST_REDIS_DB (default 15), flushing it 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -183,3 +188,20 @@ def count_responses(rt, task_id: str | None = None) -> int:
         cur.execute("SELECT count(*) AS n FROM responses WHERE %s::uuid IS NULL OR upload_task_id = %s::uuid",
                     (task_id, task_id))
         return cur.fetchone()["n"]
+
+
+@contextlib.contextmanager
+def collect_up(env: dict[str, str], ready, timeout: float = 90, **popen) -> Iterator[subprocess.Popen]:
+    """`collect up` running with `env` (in the repository), once `ready()` is true; stopped (SIGTERM, then
+    killed after 30 s) when the block ends."""
+    process = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "collect"), "up"], env=env,
+                               cwd=ROOT, **popen)
+    try:
+        wait_for(ready, timeout=timeout, interval=0.2)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()

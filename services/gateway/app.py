@@ -16,6 +16,7 @@ from services.control.resources import (
 from services.export.resources import DownloadResource, ExportResource
 from services.gateway.docs import add_docs_routes
 from services.gateway.health import LiveResource, ReadyResource, ServiceHealthResource
+from services.gateway.metrics import MetricsResource, RequestMetrics
 from services.gateway.middleware import ApiKeyAuth, RequestId
 from services.gateway.problems import handle_unexpected, serialize_problem
 from services.upload.resources import UploadResource
@@ -25,7 +26,7 @@ TASK_KINDS = (upload.KIND, export.KIND)
 
 def create_app(db, broker, settings) -> falcon.App:
     """The gateway app. Its collaborators (database, broker, settings) are passed in, never imported."""
-    app = falcon.App(middleware=[RequestId(), ApiKeyAuth(db)])
+    app = falcon.App(middleware=[RequestMetrics(), RequestId(), ApiKeyAuth(db)])
     app.req_options.strip_url_path_trailing_slash = True
     app.set_error_serializer(serialize_problem)
     app.add_error_handler(Exception, handle_unexpected)
@@ -44,5 +45,6 @@ def create_app(db, broker, settings) -> falcon.App:
     service_health = ServiceHealthResource(settings.redis_url, settings.queue_age_warn_seconds,
                                            namespace=broker.namespace)
     app.add_route("/health/{service}", service_health)
+    app.add_route("/metrics", MetricsResource(db, settings.redis_url, namespace=broker.namespace))
     add_docs_routes(app)
     return app
