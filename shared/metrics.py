@@ -58,6 +58,17 @@ _TASKS_BY_KIND_AND_STATE = """
     FROM tasks GROUP BY kind, state
 """
 _THROUGHPUT = "SELECT kind, rows, bytes, batches FROM task_throughput"
+# A pause or revoke is answered within a batch: a task that stays `pausing` or `revoking` for minutes is
+# stuck. Few tasks are in these states (index tasks_active), each with its latest event into it.
+_OLDEST_STOPPING = """
+    SELECT t.kind, t.state, extract(epoch FROM clock_timestamp() - min(e.at)) AS seconds
+    FROM tasks t CROSS JOIN LATERAL (
+        SELECT max(at) AS at FROM task_events WHERE task_id = t.id AND to_state = t.state
+    ) e
+    WHERE t.state IN ('pausing', 'revoking')
+    GROUP BY t.kind, t.state
+"""
+STOPPING_STATES = ("pausing", "revoking")
 # A scrape must not hang on a locked or overloaded database: it reports the source as down instead.
 SCRAPE_TIMEOUT_SECONDS = 5
 
@@ -176,6 +187,8 @@ class TaskCollector:
             by_kind_state = cur.fetchall()
             cur.execute(_THROUGHPUT)
             throughput = cur.fetchall()
+            cur.execute(_OLDEST_STOPPING)
+            stopping = {(row["kind"], row["state"]): row["seconds"] for row in cur.fetchall()}
         tasks = gauge("collect_tasks", "Tasks by kind and state, now.", labels=["kind", "state"])
         timeouts = counter("collect_task_pause_timeout_revocations", "Tasks revoked because they stayed "
                            "paused past PAUSE_TIMEOUT_SECONDS.", labels=["kind"])
@@ -184,11 +197,15 @@ class TaskCollector:
         for row in by_kind_state:
             counts.setdefault(row["kind"], {})[row["state"]] = row["tasks"]
             pause_timeouts[row["kind"]] = pause_timeouts.get(row["kind"], 0) + row["pause_timeouts"]
+        oldest = gauge("collect_task_oldest_in_state_seconds", "How long the task that has been `pausing` "
+                       "(or `revoking`) the longest has been so (0 when none is).", labels=["kind", "state"])
         for kind, states in sorted(counts.items()):
             # Every state, zeros included: a gauge that vanishes cannot be told from one that was not scraped.
             for state in TaskState:
                 tasks.add_metric([kind, state.value], states.get(state.value, 0))
             timeouts.add_metric([kind], pause_timeouts[kind])
+            for state in STOPPING_STATES:
+                oldest.add_metric([kind, state], float(stopping.get((kind, state)) or 0))
         rows = counter("collect_task_rows_processed", "Rows the task batches read (upload) or wrote "
                        "(export), counted when the batch commits.", labels=["kind"])
         size = counter("collect_task_bytes_processed", "Bytes the task batches read (upload) or wrote "
@@ -198,7 +215,7 @@ class TaskCollector:
             rows.add_metric([row["kind"]], row["rows"])
             size.add_metric([row["kind"]], row["bytes"])
             batches.add_metric([row["kind"]], row["batches"])
-        return [tasks, timeouts, rows, size, batches]
+        return [tasks, oldest, timeouts, rows, size, batches]
 
     def _queue_metrics(self, gauge) -> list[Any]:
         depth = gauge("collect_queue_depth", "Messages waiting in the queue.", labels=["queue"])
