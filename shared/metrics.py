@@ -208,8 +208,8 @@ class TaskCollector:
                 oldest.add_metric([kind, state], float(stopping.get((kind, state)) or 0))
         rows = counter("collect_task_rows_processed", "Rows the task batches read (upload) or wrote "
                        "(export), counted when the batch commits.", labels=["kind"])
-        size = counter("collect_task_bytes_processed", "Bytes the task batches read (upload) or wrote "
-                       "(export), counted when the batch commits.", labels=["kind"])
+        size = counter("collect_task_bytes_processed", "CSV bytes of the rows the task batches read (upload) "
+                       "or wrote (export), header excluded, counted when the batch commits.", labels=["kind"])
         batches = counter("collect_task_batches", "Task batches committed.", labels=["kind"])
         for row in throughput:
             rows.add_metric([row["kind"]], row["rows"])

@@ -16,6 +16,7 @@ from services.gateway.app import create_app
 from services.upload.sample_data import csv_bytes
 from shared import tasks as t
 from tests.conftest import new_key, upload
+from tests.export.conftest import export_csv, rows_of, upload_responses
 
 
 def samples(client) -> dict[tuple[str, frozenset], float]:
@@ -26,7 +27,8 @@ def samples(client) -> dict[tuple[str, frozenset], float]:
 
 
 def value(scraped: dict, name: str, **labels: str) -> float:
-    return scraped[(name, frozenset(labels.items()))]
+    """The sample's value; 0 when there is none (nothing of that kind was counted yet)."""
+    return scraped.get((name, frozenset(labels.items())), 0.0)
 
 
 @pytest.fixture
@@ -88,3 +90,32 @@ def test_an_unreachable_redis_leaves_the_database_metrics(rt):
     text = client.simulate_get("/metrics").text
     assert "# TYPE collect_queue_depth" not in text
     assert "# TYPE collect_tasks gauge" in text
+
+
+def test_a_pause_that_times_out_is_counted(rt, queued_client, upload_task):
+    before = samples(queued_client)
+    # Given a queued task paused with no time to spare, then revoked by the pause timeout
+    with rt.db.transaction() as cur:
+        t.apply(cur, t.PAUSE_QUEUED, upload_task, actor="test", reason="user", pause_timeout=0)
+    with rt.db.transaction() as cur:
+        t.apply(cur, t.EXPIRE_PAUSE, upload_task, actor="test", reason="pause_timeout")
+    # Then the pause-timeout revocations of its kind went up by one
+    after = samples(queued_client)
+    assert value(after, "collect_task_pause_timeout_revocations_total", kind="upload") == value(
+        before, "collect_task_pause_timeout_revocations_total", kind="upload") + 1
+
+
+def test_an_export_counts_the_rows_and_bytes_it_wrote(rt, client, worker):
+    # Given 300 responses of an organization
+    key = new_key(rt)
+    upload_responses(client, key, csv_bytes(300, seed=3))
+    before = samples(client)
+    # When all of them are exported
+    data = export_csv(client, key, from_date="2000-01-01", to_date="2100-12-31")
+    # Then the export's rows and bytes processed went up by exactly its file's (the header is no row)
+    after = samples(client)
+    assert len(rows_of(data)) == 301
+    assert value(after, "collect_task_rows_processed_total", kind="export") == value(
+        before, "collect_task_rows_processed_total", kind="export") + 300
+    assert value(after, "collect_task_bytes_processed_total", kind="export") == value(
+        before, "collect_task_bytes_processed_total", kind="export") + len(data) - (data.index(b"\n") + 1)
