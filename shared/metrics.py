@@ -18,9 +18,11 @@ Prometheus middleware sets PROMETHEUS_MULTIPROC_DIR, and prometheus_client choos
 
 from __future__ import annotations
 
+import atexit
 import glob
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import uuid
@@ -129,8 +131,12 @@ def record_pause(cur, kind: str, task_id: uuid.UUID) -> None:
 def prepare_multiprocess_dir() -> str:
     """Make PROMETHEUS_MULTIPROC_DIR name an empty directory for the processes about to start (call it
     before they start or fork, and before prometheus_client is imported): the one the environment names
-    (`collect up` makes a fresh one per run), or else a new temporary one. Returns it."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="collect-metrics-")
+    (`collect up` makes a fresh one per run), or else a new temporary one, removed when this process
+    exits. Returns it."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="collect-metrics-")
+        atexit.register(_remove_directory, directory, os.getpid())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     os.makedirs(directory, exist_ok=True)
     # Files of an earlier run would add its counts to this one's. Only prometheus_client's own files go:
@@ -138,6 +144,12 @@ def prepare_multiprocess_dir() -> str:
     for path in glob.glob(os.path.join(directory, "*.db")):
         os.remove(path)
     return directory
+
+
+def _remove_directory(directory: str, owner_pid: int) -> None:
+    # Forked children (gunicorn's workers) inherit the exit handler: only the process that made it removes it.
+    if os.getpid() == owner_pid:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def mark_process_dead(pid: int) -> None:
