@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import click
@@ -100,6 +102,7 @@ def up(dev_key: bool) -> None:
     settings, embedded = _settings_with_database(start_redis=True)
     migrate(settings.database_url)
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+    metrics_dir, environments = _metrics_environments(env, settings.worker_metrics_port)
     python_bin = os.path.dirname(sys.executable)
     commands = [
         # Every gunicorn setting (bind from PORT, worker class, workers, threads) is in GUNICORN_CONFIG.
@@ -110,7 +113,8 @@ def up(dev_key: bool) -> None:
         # periodiq, made to outlive a Redis outage (services/control/scheduler.py).
         [sys.executable, "-m", "services.control.scheduler", *SCHEDULER_MODULES],
     ]
-    children = [subprocess.Popen(command, env=env) for command in commands]
+    children = [subprocess.Popen(command, env=environment)
+                for command, environment in zip(commands, environments, strict=True)]
     stopping = False
 
     def stop(signum, frame):
@@ -145,7 +149,7 @@ def up(dev_key: bool) -> None:
                     stopping, exit_code = True, 1
                     break
                 click.echo(f"{name} exited with {child.returncode}; starting it again", err=True)
-                children[index] = subprocess.Popen(commands[index], env=env)
+                children[index] = subprocess.Popen(commands[index], env=environments[index])
             time.sleep(0.5)
     finally:
         for child in children:
@@ -159,7 +163,26 @@ def up(dev_key: bool) -> None:
                 child.kill()
         if embedded is not None:
             embedded.stop()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     sys.exit(exit_code)
+
+
+def _metrics_environments(env: dict[str, str], worker_metrics_port: int) -> tuple[str, list[dict[str, str]]]:
+    """A fresh Prometheus multiprocess directory for this run, and the environment of each process `up`
+    starts (in its order: gateway, the worker domains, scheduler): the gateway and each worker domain
+    count in a directory of their own (an exporter serves its whole directory), and the worker domains'
+    exporters listen on `worker_metrics_port` and the next ports (each `dramatiq` command starts one)."""
+    from shared.worker_metrics import exporter_environment
+
+    metrics_dir = tempfile.mkdtemp(prefix="collect-metrics-")
+    environments = [{**env, "PROMETHEUS_MULTIPROC_DIR": os.path.join(metrics_dir, "gateway")}]
+    for offset, (queue, _, _) in enumerate(WORKER_DOMAINS):
+        directory = os.path.join(metrics_dir, queue)
+        os.makedirs(directory)
+        environments.append({**env, **exporter_environment(directory, worker_metrics_port + offset)})
+    # The scheduler only sends messages: it counts nothing.
+    environments.append(dict(env))
+    return metrics_dir, environments
 
 
 @main.command()

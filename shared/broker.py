@@ -26,6 +26,7 @@ def create_broker(redis_url: str, db, namespace: str = "dramatiq",
     from shared.control_middleware import ControlMiddleware
     from shared.heartbeat_middleware import Heartbeat
     from shared.log_context_middleware import LogContext
+    from shared.worker_metrics import WorkerPrometheus
 
     # One retry (redis-py's default is three): a blip is absorbed, and an unanswering Redis costs at most
     # two timeouts, so a gateway request that sends a message still answers within seconds.
@@ -36,6 +37,7 @@ def create_broker(redis_url: str, db, namespace: str = "dramatiq",
     broker.add_middleware(ControlMiddleware(db, recovery_sweep_after))
     broker.add_middleware(Heartbeat())
     broker.add_middleware(LogContext())
+    broker.add_middleware(WorkerPrometheus())
     dramatiq.set_broker(broker)
     return broker
 

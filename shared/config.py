@@ -56,6 +56,8 @@ class Settings:
     header_timeout_seconds: int = 10
     # The gateway aborts a request whose body sends nothing for this long (an upload: 400, nothing stored).
     body_stall_seconds: int = 30
+    # `collect up` gives the Prometheus exporters of its worker domains this port and the next ones.
+    worker_metrics_port: int = 9191
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -80,6 +82,7 @@ class Settings:
             dependency_timeout_seconds=_int(env, "DEPENDENCY_TIMEOUT_SECONDS", 2, minimum=1),
             header_timeout_seconds=_int(env, "HEADER_TIMEOUT_SECONDS", 10, minimum=1),
             body_stall_seconds=_int(env, "BODY_STALL_SECONDS", 30, minimum=1),
+            worker_metrics_port=_int(env, "WORKER_METRICS_PORT", 9191, minimum=1),
         )
 
     def with_urls(self, database_url: str, redis_url: str) -> Settings:

@@ -15,6 +15,8 @@ from typing import Any
 
 from psycopg2.extras import Json
 
+from shared import metrics
+
 
 class TaskState(StrEnum):
     QUEUED = "queued"
@@ -253,6 +255,7 @@ def record_event(cur, task_id, from_state, to_state, actor: str, reason: str | N
         "INSERT INTO task_events (task_id, from_state, to_state, actor, reason) VALUES (%s, %s, %s, %s, %s)",
         (task_id, None if from_state is None else str(from_state), str(to_state), actor, reason),
     )
+    metrics.count_transition(from_state, to_state)
 
 
 def task_events(cur, task_id: uuid.UUID) -> list[dict[str, Any]]:

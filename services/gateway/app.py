@@ -18,6 +18,7 @@ from services.export.resources import DownloadResource, ExportResource
 from services.gateway.conditional import ConditionalGet
 from services.gateway.docs import add_docs_routes
 from services.gateway.health import LiveResource, ReadyResource, ServiceHealthResource
+from services.gateway.metrics import MetricsResource, RequestMetrics
 from services.gateway.middleware import ApiKeyAuth, RequestId
 from services.gateway.problems import (
     body_stalled_handler,
@@ -34,7 +35,7 @@ TASK_KINDS = (upload.KIND, export.KIND)
 
 def create_app(db, broker, settings) -> falcon.App:
     """The gateway app. Its collaborators (database, broker, settings) are passed in, never imported."""
-    app = falcon.App(middleware=[RequestId(), ApiKeyAuth(db), ConditionalGet()])
+    app = falcon.App(middleware=[RequestMetrics(), RequestId(), ApiKeyAuth(db), ConditionalGet()])
     app.req_options.strip_url_path_trailing_slash = True
     app.set_error_serializer(serialize_problem)
     app.add_error_handler(Exception, handle_unexpected)
@@ -56,6 +57,7 @@ def create_app(db, broker, settings) -> falcon.App:
     service_health = ServiceHealthResource(settings.redis_url, settings.queue_age_warn_seconds,
                                            namespace=broker.namespace)
     app.add_route("/health/{service}", service_health)
+    app.add_route("/metrics", MetricsResource(db, settings.redis_url, namespace=broker.namespace))
     add_docs_routes(app)
     add_dashboard_routes(app)
     return app

@@ -11,6 +11,7 @@ services.gateway.wsgi:app` and pass nothing else (options given on gunicorn's co
 
 from shared.config import Settings
 from shared.logs import logging_config
+from shared.metrics import mark_process_dead, prepare_multiprocess_dir
 
 _settings = Settings.from_env()
 
@@ -21,3 +22,9 @@ threads = 8
 # Long enough for a large upload's body to arrive and be stored before the worker counts as hung.
 timeout = 120
 logconfig_dict = logging_config()
+# /metrics adds up the worker processes (prometheus_client's multiprocess mode): set up before they fork.
+prepare_multiprocess_dir()
+
+
+def child_exit(server, worker) -> None:
+    mark_process_dead(worker.pid)
