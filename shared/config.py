@@ -42,6 +42,13 @@ class Settings:
     broker_namespace: str = "dramatiq"
     # /health/{service} warns when a queued message has waited longer than this.
     queue_age_warn_seconds: int = 60
+    # A worker retries a batch that met a transient database error (lost connection, server restart,
+    # serialization failure, deadlock) for this long before it fails the task.
+    transient_retry_seconds: int = 300
+    # A failed task nobody resumes or revokes is revoked (its work rolled back) after this long.
+    failed_task_ttl_hours: int = 72
+    # A completed upload's source file is kept this long (for audits and re-imports), then deleted.
+    upload_file_retention_hours: int = 72
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -60,6 +67,9 @@ class Settings:
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=2),
             broker_namespace=env.get("BROKER_NAMESPACE") or "dramatiq",
             queue_age_warn_seconds=_int(env, "QUEUE_AGE_WARN_SECONDS", 60, minimum=1),
+            transient_retry_seconds=_int(env, "TRANSIENT_RETRY_SECONDS", 300, minimum=1),
+            failed_task_ttl_hours=_int(env, "FAILED_TASK_TTL_HOURS", 72, minimum=1),
+            upload_file_retention_hours=_int(env, "UPLOAD_FILE_RETENTION_HOURS", 72, minimum=1),
         )
 
     def with_urls(self, database_url: str, redis_url: str) -> Settings:

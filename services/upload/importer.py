@@ -215,8 +215,6 @@ class UploadJob:
         if parsed.finished:
             result = {key: new[key] for key in
                       ("rows_inserted", "rows_skipped_duplicate", "rows_rejected", "rejections")}
-            # Every row now lives in responses: the file has served its purpose.
-            storage.delete_file(cur, upload_file_id(task))
         return Batch(checkpoint=new, done=parsed.end_offset, total=task.params["size_bytes"],
                      finished=parsed.finished, result=result)
 
