@@ -160,7 +160,7 @@ class BatchRunner:
             return Step(Stop.FAILED, error=failure.error)
         except Exception as exc:
             if is_transient(exc):
-                return Step(Stop.RETRY, error={"code": "database_unavailable", "message": describe(exc)})
+                return Step(Stop.RETRY, error={"code": "transient_database_error", "message": describe(exc)})
             logger.exception("task %s failed unexpectedly", task.id)
             return Step(Stop.FAILED, error={"code": "internal_error", "message": describe(exc)})
 

@@ -187,6 +187,13 @@ def delete_file(cur, file_id: uuid.UUID) -> None:
     cur.execute("DELETE FROM stored_files WHERE id = %s", (file_id,))
 
 
+def first_chunk(cur, file_id: uuid.UUID) -> bytes:
+    """The file's first chunk (empty when it has none), read in the caller's transaction."""
+    cur.execute("SELECT data FROM stored_file_chunks WHERE file_id = %s AND seq = 0", (file_id,))
+    row = cur.fetchone()
+    return b"" if row is None else bytes(row["data"])
+
+
 def iter_chunks(db, file_id: uuid.UUID, offset: int = 0) -> Iterator[bytes]:
     """The file's bytes from `offset`, one chunk per short transaction (no transaction is held between
     chunks, so a slow reader blocks nothing)."""

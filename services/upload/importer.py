@@ -166,8 +166,10 @@ class UploadJob:
         self.batch_rows = batch_rows
         self._batches: ReadAhead[ParsedBatch] | None = None
 
-    def _start(self, task: Task) -> dict[str, Any]:
-        head = next(storage.iter_chunks(self.db, upload_file_id(task)), b"")
+    def _start(self, cur, task: Task) -> dict[str, Any]:
+        # Read with the batch's cursor: a stop request may interrupt this thread at any instruction, and one
+        # landing inside the connection pool's lock would leave the lock held.
+        head = storage.first_chunk(cur, upload_file_id(task))
         try:
             header, offset = read_header(head)
         except BadHeader as exc:
@@ -192,7 +194,7 @@ class UploadJob:
 
     def run_batch(self, cur, task: Task, checkpoint: dict[str, Any] | None) -> Batch:
         if checkpoint is None:
-            checkpoint = self._start(task)
+            checkpoint = self._start(cur, task)
         parsed = self._next_parsed(task, checkpoint)
         cur.execute("SET LOCAL synchronous_commit = off; SET LOCAL TimeZone = 'UTC'")
         inserted = self._insert(cur, task, parsed) if parsed.lines else 0
