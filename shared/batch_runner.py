@@ -51,12 +51,14 @@ class Stop(StrEnum):
 
 @dataclass(frozen=True)
 class Step:
-    """What one step did. `state` None means "unknown: read it back from the database before going on"."""
+    """What one step did. `state` None means "unknown: read it back from the database before going on";
+    `committed` says that a batch committed (the task made progress)."""
 
     stop: Stop
     state: TaskState | None = None
     checkpoint: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    committed: bool = False
 
 
 @dataclass
@@ -116,7 +118,7 @@ class BatchRunner:
             match step.stop:
                 case Stop.CONTINUE:
                     state, checkpoint = step.state, step.checkpoint
-                    if state is not None:
+                    if step.committed:
                         backoff.reset()
                 case Stop.RETRY:
                     logger.warning("task %s: %s; retrying from the checkpoint", task.id, step.error["message"])
@@ -182,7 +184,7 @@ class BatchRunner:
                         lease_owner=owner, result=batch.result or {})
                 logger.info("task %s completed", task.id)
                 return Step(Stop.FINISHED, TaskState.COMPLETED)
-        return Step(Stop.CONTINUE, state, batch.checkpoint)
+        return Step(Stop.CONTINUE, state, batch.checkpoint, committed=True)
 
     def _reload(self, task_id: uuid.UUID, owner: uuid.UUID) -> Step:
         """The task's state and checkpoint as stored (its lease renewed), or LEASE_LOST."""
