@@ -131,7 +131,7 @@ class ControlMiddleware(Middleware):
             task_id = uuid.UUID(str(message.args[0]))
         except (IndexError, ValueError):
             raise SkipMessage(f"message {message.message_id} names no task") from None
-        row = with_retries(lambda: self._task_holding(task_id))
+        row = with_retries(lambda: self._task_holding(task_id), attempts=self.db.maxconn + 1)
         if row is None:
             raise SkipMessage(f"task {task_id} does not exist")
         if row["state"] not in ("queued", "running", "pausing", "revoking") or row["held"]:

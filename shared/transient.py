@@ -47,9 +47,10 @@ def describe(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {message}"
 
 
-def with_retries(operation: Callable[[], T], attempts: int = 3, delay: float = 0.2) -> T:
+def with_retries(operation: Callable[[], T], attempts: int = 3, delay: float = 0.1) -> T:
     """Run `operation` (one or more whole transactions, safe to repeat) again after a transient error, up to
-    `attempts` times in all: a pool's stale connections fail once each and are replaced."""
+    `attempts` times in all: a pool's stale connections fail once each and are replaced (so a pool of n
+    connections needs n + 1 attempts to be sure of a live one)."""
     for attempt in range(1, attempts + 1):
         try:
             return operation()
@@ -57,7 +58,7 @@ def with_retries(operation: Callable[[], T], attempts: int = 3, delay: float = 0
             if attempt == attempts or not is_transient(exc):
                 raise
             logger.warning("transient database error (%s); attempt %d of %d", describe(exc), attempt, attempts)
-            time.sleep(delay * attempt)
+            time.sleep(delay)
     raise AssertionError("unreachable")
 
 

@@ -20,7 +20,7 @@ _control = TaskControl(_rt.db, _rt.broker, _rt.settings)
 @dramatiq.actor(queue_name=CONTROL_QUEUE, actor_name=EXPIRE_PAUSE_ACTOR, max_retries=3)
 def expire_pause(task_id: str) -> None:
     """Revoke the task if it is still paused past its deadline (sent, delayed, when it was paused)."""
-    with_retries(lambda: _control.expire_pause(uuid.UUID(task_id)))
+    with_retries(lambda: _control.expire_pause(uuid.UUID(task_id)), attempts=_rt.db.maxconn + 1)
 
 
 # periodiq has no lock: two schedulers may both send this; every step of the sweep is a guarded
@@ -29,4 +29,4 @@ def expire_pause(task_id: str) -> None:
 def sweep() -> None:
     """Expire overdue pauses and failures, and recover tasks whose worker died (retried once a stale pooled
     connection has been replaced)."""
-    with_retries(_control.sweep)
+    with_retries(_control.sweep, attempts=_rt.db.maxconn + 1)
