@@ -10,12 +10,16 @@ which requests may be accepted, the final state (the one the last accepted reque
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from dramatiq.brokers.redis import RedisBroker
+
+from services.control.commands import TaskControl
 from services.upload.sample_data import csv_bytes
 from tests.conftest import auth, get_task, new_key, upload, wait_for, wait_for_state
 from tests.export.conftest import rows_of
@@ -23,7 +27,9 @@ from tests.faults.conftest import (
     SEED,
     STABLE_STATES,
     export_bytes,
+    kill,
     running_worker,
+    start_worker,
     task_files,
     task_rows,
 )
@@ -33,6 +39,9 @@ DRIVERS = 6
 UPLOAD_ROWS = 300
 EXPORT_ROWS = 300
 TINY_BATCHES = {"UPLOAD_BATCH_ROWS": "20", "EXPORT_BATCH_ROWS": "20"}
+# A crashed worker's tasks are taken over one lease after its last batch.
+CRASH_RECOVERY = {**TINY_BATCHES, "TASK_LEASE_SECONDS": "1"}
+CRASHES = 3
 YEAR = {"from_date": "2024-01-01", "to_date": "2024-12-31"}
 # What a request leaves the task in when it is accepted.
 ACCEPTED_STATES = {"pause": {"paused", "pausing"}, "resume": {"queued", "running"}, "revoke": {"revoking", "revoked"}}
@@ -144,19 +153,58 @@ def setup_scenario(rt, client) -> Scenario:
     return Scenario(rt, client, key_uploads, key_exports, reference)
 
 
+class CrashingWorker:
+    """The worker process, killed outright (SIGKILL) and started again at seeded random moments, with a
+    scheduler's sweep every few seconds (it re-sends the messages a killed worker had taken)."""
+
+    def __init__(self, rt, namespace: str, crashes: int) -> None:
+        self.namespace = namespace
+        self.crashes_left = crashes
+        self.crashed = 0
+        self.rng = random.Random(f"{SEED}:crashes")
+        self.control = TaskControl(rt.db, RedisBroker(url=rt.settings.redis_url, namespace=namespace), rt.settings)
+        self.process = start_worker(namespace, threads=DRIVERS, **CRASH_RECOVERY)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="crashing-worker", daemon=True)
+
+    def __enter__(self) -> CrashingWorker:
+        return self
+
+    def start_crashing(self) -> None:
+        self._thread.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self._done.set()
+        self._thread.join(30)
+        kill(self.process, signal.SIGTERM)
+
+    def _run(self) -> None:
+        next_crash = time.monotonic() + self.rng.uniform(1, 3)
+        while not self._done.wait(0.5):
+            if self.crashes_left and time.monotonic() >= next_crash:
+                kill(self.process)
+                self.process = start_worker(self.namespace, threads=DRIVERS, **CRASH_RECOVERY)
+                self.crashes_left -= 1
+                self.crashed += 1
+                next_crash = time.monotonic() + self.rng.uniform(1, 3)
+            self.control.sweep()
+
+
 def test_random_control_sequences_end_as_the_last_accepted_request_asked(rt, fault_client, namespace):
-    # Given worker processes that run uploads and exports in batches of 20 rows
-    with running_worker(namespace, threads=DRIVERS, **TINY_BATCHES):
+    # Given worker processes that run uploads and exports in batches of 20 rows, and crash now and then
+    with CrashingWorker(rt, namespace, crashes=CRASHES) as worker:
         scenario = setup_scenario(rt, fault_client)
+        worker.start_crashing()
         # When 200 seeded random sequences of pause/resume/revoke, 0-100 ms apart, are sent to new tasks
         # (several tasks at a time, as many as the worker has threads)
         with ThreadPoolExecutor(DRIVERS) as pool:
             for future in [pool.submit(scenario.run, seed) for seed in range(SEQUENCES)]:
                 future.result()
     # Then (checked in each sequence) every task ended as its last accepted request asked, never failed,
-    # with its work exact; and the runs covered every kind of ending
+    # with its work exact; and the runs covered every kind of ending, and the crashes happened
     assert sum(scenario.outcomes.values()) == SEQUENCES
     assert {"complete", "paused", "revoked"} <= set(scenario.outcomes), scenario.outcomes
+    assert worker.crashed == CRASHES
 
 
 def test_twenty_concurrent_pause_and_resume_calls_leave_a_legal_state(rt, fault_client, namespace):
