@@ -36,7 +36,10 @@ def is_transient(exc: BaseException) -> bool:
     that is a stop request (or a timeout) and means what it says."""
     if isinstance(exc, psycopg2.errors.QueryCanceled):
         return False
-    return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError, *_RETRYABLE_SQL_ERRORS))
+    if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError, *_RETRYABLE_SQL_ERRORS)):
+        return True
+    # A connection lost in the middle of a COPY surfaces as a bare DatabaseError with no SQLSTATE.
+    return type(exc) is psycopg2.DatabaseError and exc.pgcode is None
 
 
 def describe(exc: BaseException) -> str:

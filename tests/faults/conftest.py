@@ -84,6 +84,16 @@ def fault_client(rt, namespace):
     db.close()
 
 
+def reached(client, key: str, task_id: str, share: float) -> bool:
+    """Whether the task has done `share` of its work, or finished."""
+    from tests.conftest import get_task
+
+    task = get_task(client, key, task_id)
+    progress = task["progress"]
+    return task["state"] not in ("queued", "running") or bool(progress["total"]) and \
+        progress["done"] >= share * progress["total"]
+
+
 def task_row(db, task_id) -> dict:
     with db.transaction() as cur:
         cur.execute("SELECT * FROM tasks WHERE id = %s", (task_id,))

@@ -23,7 +23,7 @@ from shared.db import Database
 from shared.embedded import EMBEDDED_DATABASE, ensure_database
 from shared.migrate import migrate
 from tests.conftest import ROOT, auth, get_task, upload, wait_for, wait_for_state
-from tests.faults.conftest import export_bytes, running_worker, task_rows
+from tests.faults.conftest import export_bytes, reached, running_worker, task_rows
 
 YEAR = {"from_date": "2024-01-01", "to_date": "2024-12-31"}
 DOWN_SECONDS = 3
@@ -88,8 +88,9 @@ def test_postgres_crash_and_restart_mid_upload_and_mid_export(rt, own_postgres, 
         # And an upload and an export under way
         uploading = upload(client, importer, csv_bytes(3000, seed=52)).json["task_id"]
         exporting = client.simulate_post("/api/export/", params=YEAR, headers=auth(exporter)).json["task_id"]
-        wait_for(lambda: get_task(client, importer, uploading)["progress"]["done"] > 0
+        wait_for(lambda: reached(client, importer, uploading, 0.2)
                  and get_task(client, exporter, exporting)["progress"]["done"] > 0)
+        assert get_task(client, importer, uploading)["state"] == "running"
         # When the server crashes, stays down for a few seconds and starts again
         own_postgres.crash()
         time.sleep(DOWN_SECONDS)

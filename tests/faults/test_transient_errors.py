@@ -17,10 +17,11 @@ from dramatiq.brokers.redis import RedisBroker
 from services.control.commands import TaskControl
 from services.upload.sample_data import csv_bytes
 from tests.conftest import auth, get_task, new_key, upload, wait_for, wait_for_state
-from tests.faults.conftest import SEED, export_bytes, running_worker, task_files, task_row, task_rows
+from tests.faults.conftest import SEED, export_bytes, reached, running_worker, task_files, task_row, task_rows
 
 TINY_BATCHES = {"UPLOAD_BATCH_ROWS": "20", "EXPORT_BATCH_ROWS": "20"}
 WORKER_APP = "collect-fault-worker"
+ROWS = 6000
 YEAR = {"from_date": "2024-01-01", "to_date": "2024-12-31"}
 
 
@@ -87,19 +88,19 @@ def test_terminated_backends_mid_batch_upload_and_export_complete_exactly(rt, fa
         assert wait_for_state(fault_client, exporter, reference, "completed", "failed")["state"] == "completed"
         # When an upload and an export run in batches of 20 rows and the worker's connections are killed
         # again and again at random moments
-        uploading = upload(fault_client, importer, csv_bytes(4000, seed=32)).json["task_id"]
+        uploading = upload(fault_client, importer, csv_bytes(ROWS, seed=32)).json["task_id"]
         exporting = fault_client.simulate_post("/api/export/", params=YEAR, headers=auth(exporter)).json["task_id"]
-        wait_for(lambda: get_task(fault_client, importer, uploading)["progress"]["done"] > 0)
-        killed = 0
-        for _ in range(8):
-            time.sleep(rng.uniform(0.05, 0.3))
-            killed += terminate_worker_backends(rt)
-        assert killed >= 4
+        mid_task = 0
+        for share in sorted(rng.uniform(0.05, 0.95) for _ in range(6)):
+            wait_for(lambda share=share: reached(fault_client, importer, uploading, share))
+            running = get_task(fault_client, importer, uploading)["state"] == "running"
+            mid_task += running and terminate_worker_backends(rt) > 0
+        assert mid_task >= 3
         # Then both complete exactly: every row once, and the export's bytes identical
         uploaded = wait_for_state(fault_client, importer, uploading, "completed", "failed", timeout=120)
         exported = wait_for_state(fault_client, exporter, exporting, "completed", "failed", timeout=120)
     assert uploaded["state"] == "completed", uploaded["error"]
-    assert uploaded["result"]["rows_inserted"] == 4000 and task_rows(rt.db, uploading) == 4000
+    assert uploaded["result"]["rows_inserted"] == ROWS and task_rows(rt.db, uploading) == ROWS
     assert uploaded["result"]["rows_skipped_duplicate"] == 0
     assert exported["state"] == "completed", exported["error"]
     assert export_bytes(rt.db, exporting) == export_bytes(rt.db, reference)

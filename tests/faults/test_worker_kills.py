@@ -17,7 +17,16 @@ import time
 
 from services.upload.sample_data import csv_bytes
 from tests.conftest import ROOT, auth, get_task, new_key, upload, wait_for, wait_for_state
-from tests.faults.conftest import SEED, export_bytes, kill, running_worker, start_worker, task_files, task_rows
+from tests.faults.conftest import (
+    SEED,
+    export_bytes,
+    kill,
+    reached,
+    running_worker,
+    start_worker,
+    task_files,
+    task_rows,
+)
 
 TRIALS = 20
 ROWS = 1500
@@ -67,14 +76,6 @@ def test_workers_killed_at_random_moments_lose_and_duplicate_nothing(rt, fault_c
         assert export_bytes(rt.db, exporting) == expected, context
     # (the random moments really fell inside the work)
     assert killed_mid_task >= TRIALS // 2, killed_mid_task
-
-
-def reached(client, key: str, task_id: str, share: float) -> bool:
-    """Whether the task has done `share` of its work, or finished."""
-    task = get_task(client, key, task_id)
-    progress = task["progress"]
-    return task["state"] not in ("queued", "running") or bool(progress["total"]) and \
-        progress["done"] >= share * progress["total"]
 
 
 SWEEP = """
