@@ -27,6 +27,7 @@ from tests.faults.conftest import export_bytes, reached, running_worker, task_ro
 
 YEAR = {"from_date": "2024-01-01", "to_date": "2024-12-31"}
 DOWN_SECONDS = 3
+UPLOAD_ROWS = 10_000
 
 
 class EmbeddedPostgres:
@@ -86,9 +87,9 @@ def test_postgres_crash_and_restart_mid_upload_and_mid_export(rt, own_postgres, 
         assert wait_for_state(client, exporter, reference, "completed", "failed")["state"] == "completed"
         expected = export_bytes(db, reference)
         # And an upload and an export under way
-        uploading = upload(client, importer, csv_bytes(3000, seed=52)).json["task_id"]
+        uploading = upload(client, importer, csv_bytes(UPLOAD_ROWS, seed=52)).json["task_id"]
         exporting = client.simulate_post("/api/export/", params=YEAR, headers=auth(exporter)).json["task_id"]
-        wait_for(lambda: reached(client, importer, uploading, 0.2)
+        wait_for(lambda: reached(client, importer, uploading, 0.1)
                  and get_task(client, exporter, exporting)["progress"]["done"] > 0)
         assert get_task(client, importer, uploading)["state"] == "running"
         # When the server crashes, stays down for a few seconds and starts again
@@ -100,7 +101,7 @@ def test_postgres_crash_and_restart_mid_upload_and_mid_export(rt, own_postgres, 
         uploaded = wait_for_state(client, importer, uploading, "completed", "failed", timeout=120)
         exported = wait_for_state(client, exporter, exporting, "completed", "failed", timeout=120)
     assert uploaded["state"] == "completed", uploaded["error"]
-    assert uploaded["result"]["rows_inserted"] == 3000 == task_rows(db, uploading)
+    assert uploaded["result"]["rows_inserted"] == UPLOAD_ROWS == task_rows(db, uploading)
     assert uploaded["result"]["rows_skipped_duplicate"] == 0
     assert exported["state"] == "completed", exported["error"]
     assert export_bytes(db, exporting) == expected
