@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import redis
 from benchlib import NAMESPACE, ROOT, fresh_database, new_api_key, server_urls
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 
 POLL_SECONDS = 0.9  # as the dashboard polls (app.js, POLL_MS)
 

@@ -30,7 +30,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from shared.health import SERVICES, oldest_message_age, redis_client
+from shared.health import oldest_message_age, redis_client
+from shared.services import SERVICES
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ class TaskCollector:
                     "waited (0 when the queue is empty).", labels=["queue"])
         client = redis_client(self.redis_url, SCRAPE_TIMEOUT_SECONDS)
         try:
-            for queue in SERVICES:
+            for queue in (service.queue for service in SERVICES):
                 depth.add_metric([queue], client.llen(f"{self.namespace}:{queue}"))
                 age.add_metric([queue], oldest_message_age(client, queue, self.namespace) or 0)
         finally:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import falcon
 
-from services.gateway.problems import Problem
+from services.http.problems import Problem
 from shared import logs, orgs
 
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -20,7 +20,8 @@ class Caller:
     key_prefix: str
 
     @property
-    def actor(self) -> str:
+    def requested_by(self) -> str:
+        """Who asked, as the task's events record it (their `actor` column): the API key's prefix."""
         return f"api:{self.key_prefix}"
 
 

@@ -1,5 +1,7 @@
 """Upload: import a CSV file of form responses, as a pausable task."""
 
-KIND = "upload"
-QUEUE = "upload"
+from shared.services import UPLOAD
+
+KIND = UPLOAD.task_kind
+QUEUE = UPLOAD.queue
 ACTOR = "run_upload"
