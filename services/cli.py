@@ -148,19 +148,24 @@ def up(dev_key: bool) -> None:
                 children[index] = subprocess.Popen(commands[index], env=environments[index])
             time.sleep(0.5)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        deadline = time.monotonic() + 15
-        for child in children:
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
+        _terminate(children)
         if embedded is not None:
             embedded.stop()
         shutil.rmtree(metrics_dir, ignore_errors=True)
     sys.exit(exit_code)
+
+
+def _terminate(children: list[subprocess.Popen]) -> None:
+    """Ask every child still running to stop (SIGTERM); kill those still running 15 s later."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + 15
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 def _metrics_environments(env: dict[str, str], worker_metrics_port: int) -> tuple[str, list[dict[str, str]]]:
