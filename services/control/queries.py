@@ -11,6 +11,18 @@ from shared import tasks as t
 
 
 @dataclass(frozen=True)
+class TaskFilter:
+    """Which of an organization's tasks to list (None: any), and which page of them."""
+
+    states: list[str] | None = None
+    kinds: list[str] | None = None
+    # The start of the task id, lower case.
+    id_prefix: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True)
 class TaskPage:
     """A page of the caller's tasks and how many match the filters in all."""
 
@@ -32,10 +44,9 @@ class Tasks:
             task = t.get_task(cur, task_id, organization_id)
             return task, t.task_events(cur, task_id) if with_events else None
 
-    def list(self, organization_id: uuid.UUID, *, states: list[str] | None, kinds: list[str] | None,
-             id_prefix: str | None, limit: int, offset: int) -> TaskPage:
-        """The organization's tasks matching the filters, newest first, `limit` from `offset`."""
+    def list(self, organization_id: uuid.UUID, wanted: TaskFilter) -> TaskPage:
+        """The organization's tasks matching the filter, newest first, `wanted.limit` from `wanted.offset`."""
         with self.db.transaction() as cur:
-            found, total = t.list_tasks(cur, organization_id, states=states, kinds=kinds, id_prefix=id_prefix,
-                                        limit=limit, offset=offset)
+            found, total = t.list_tasks(cur, organization_id, states=wanted.states, kinds=wanted.kinds,
+                                        id_prefix=wanted.id_prefix, limit=wanted.limit, offset=wanted.offset)
         return TaskPage(found, total)

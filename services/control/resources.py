@@ -7,7 +7,7 @@ import re
 import falcon
 
 from services.control.commands import TaskControl
-from services.control.queries import Tasks
+from services.control.queries import TaskFilter, Tasks
 from services.http.problems import Problem
 from services.http.tasks import conflict, task_not_found
 from shared import tasks as t
@@ -314,30 +314,36 @@ class TaskListResource:
                   examples: {page: {$ref: '#/components/examples/TaskPage'}}
             400: {$ref: '#/components/responses/BadRequest'}
         """
-        unknown = sorted(set(req.params) - {"state", "kind", "id_prefix", "limit", "offset"})
-        if unknown:
-            raise Problem(falcon.HTTP_400, f"unknown query parameter(s): {', '.join(unknown)}", parameter=unknown[0])
-        states = req.get_param_as_list("state")
-        kinds = req.get_param_as_list("kind")
-        for name, values, allowed in (("state", states, [s.value for s in TaskState]), ("kind", kinds, self.kinds)):
-            bad = [v for v in values or [] if v not in allowed]
-            if bad:
-                raise Problem(falcon.HTTP_400, f"{name} must be one of {', '.join(allowed)}; got {', '.join(bad)}",
-                              parameter=name)
-        id_prefix = req.get_param("id_prefix")
-        if id_prefix is not None and not ID_PREFIX.fullmatch(id_prefix):
-            raise Problem(falcon.HTTP_400, "id_prefix must be the start of a task id: its first 8 hex digits, then "
-                                           f"up to 28 more hex digits or dashes; got {id_prefix!r}",
-                          parameter="id_prefix")
-        limit = req.get_param_as_int("limit", min_value=1, max_value=PAGE_SIZE_MAX, default=50)
-        offset = req.get_param_as_int("offset", min_value=0, max_value=OFFSET_MAX, default=0)
-        page = self.tasks.list(req.context.caller.organization_id, states=states, kinds=kinds,
-                               id_prefix=id_prefix and id_prefix.lower(), limit=limit, offset=offset)
-        body = {"tasks": [task.to_json() for task in page.tasks], "total": page.total, "limit": limit,
-                "offset": offset}
-        if offset + len(page.tasks) < page.total:
-            body["next"] = f"/api/tasks/?{_query(req, offset + limit)}"
+        wanted = task_filter(req, self.kinds)
+        page = self.tasks.list(req.context.caller.organization_id, wanted)
+        body = {"tasks": [task.to_json() for task in page.tasks], "total": page.total, "limit": wanted.limit,
+                "offset": wanted.offset}
+        if wanted.offset + len(page.tasks) < page.total:
+            body["next"] = f"/api/tasks/?{_query(req, wanted.offset + wanted.limit)}"
         resp.media = body
+
+
+def task_filter(req: falcon.Request, kinds: tuple[str, ...]) -> TaskFilter:
+    """The list's filter and page from the query string; a Problem (400) naming the first bad parameter."""
+    unknown = sorted(set(req.params) - {"state", "kind", "id_prefix", "limit", "offset"})
+    if unknown:
+        raise Problem(falcon.HTTP_400, f"unknown query parameter(s): {', '.join(unknown)}", parameter=unknown[0])
+    states = req.get_param_as_list("state")
+    wanted_kinds = req.get_param_as_list("kind")
+    for name, values, allowed in (("state", states, [s.value for s in TaskState]), ("kind", wanted_kinds, kinds)):
+        bad = [v for v in values or [] if v not in allowed]
+        if bad:
+            raise Problem(falcon.HTTP_400, f"{name} must be one of {', '.join(allowed)}; got {', '.join(bad)}",
+                          parameter=name)
+    id_prefix = req.get_param("id_prefix")
+    if id_prefix is not None and not ID_PREFIX.fullmatch(id_prefix):
+        raise Problem(falcon.HTTP_400, "id_prefix must be the start of a task id: its first 8 hex digits, then "
+                                       f"up to 28 more hex digits or dashes; got {id_prefix!r}",
+                      parameter="id_prefix")
+    limit = req.get_param_as_int("limit", min_value=1, max_value=PAGE_SIZE_MAX, default=50)
+    offset = req.get_param_as_int("offset", min_value=0, max_value=OFFSET_MAX, default=0)
+    return TaskFilter(states=states, kinds=wanted_kinds, id_prefix=id_prefix and id_prefix.lower(), limit=limit,
+                      offset=offset)
 
 
 def _query(req: falcon.Request, offset: int) -> str:
