@@ -17,7 +17,7 @@ from services.client.commands import add_client_commands, connection_options
 from shared.config import ConfigError, Settings
 from shared.db import Database
 from shared.migrate import migrate
-from shared.services import SERVICE_NAMES, SERVICES
+from shared.services import SERVICE_NAMES, SERVICES, Service
 
 # One Dramatiq worker process per service domain, in the order of their exporters' ports.
 WORKER_DOMAINS = tuple(sorted(SERVICES, key=lambda service: service.metrics_port_offset))
@@ -27,6 +27,19 @@ SCHEDULER_MODULES = tuple(service.actors_module for service in WORKER_DOMAINS if
 MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60
 # The gateway's gunicorn settings (worker class with header deadline, JSON log lines, ...): one place.
 GUNICORN_CONFIG = "python:services.gateway.gunicorn_config"
+
+
+def worker_command(service: Service, dramatiq: str = "dramatiq") -> list[str]:
+    """The command that runs a service's worker: one process with the service's threads on its queue
+    (docker-compose.yml and deploy/k8s/ run the same; tests/deploy checks them)."""
+    return [dramatiq, service.actors_module, "--skip-logging", "--queues", service.queue,
+            "--processes", "1", "--threads", str(service.threads)]
+
+
+def scheduler_command(python: str = "python") -> list[str]:
+    """periodiq, made to outlive a Redis outage (services/control/scheduler.py), with every module that
+    declares periodic actors."""
+    return [python, "-m", "services.control.scheduler", *SCHEDULER_MODULES]
 
 
 def _settings_with_database(start_redis: bool = False) -> tuple[Settings, object | None]:
@@ -104,10 +117,8 @@ def up(dev_key: bool) -> None:
         # Every gunicorn setting (bind from PORT, worker class, workers, threads) is in GUNICORN_CONFIG.
         [os.path.join(python_bin, "gunicorn"), "--config", GUNICORN_CONFIG, "services.gateway.wsgi:app"],
         # --skip-logging: the workers' LogContext middleware installs the JSON log format instead.
-        *[[os.path.join(python_bin, "dramatiq"), service.actors_module, "--skip-logging", "--queues", service.queue,
-           "--processes", "1", "--threads", str(service.threads)] for service in WORKER_DOMAINS],
-        # periodiq, made to outlive a Redis outage (services/control/scheduler.py).
-        [sys.executable, "-m", "services.control.scheduler", *SCHEDULER_MODULES],
+        *[worker_command(service, os.path.join(python_bin, "dramatiq")) for service in WORKER_DOMAINS],
+        scheduler_command(sys.executable),
     ]
     children = [subprocess.Popen(command, env=environment)
                 for command, environment in zip(commands, environments, strict=True)]

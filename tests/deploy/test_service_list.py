@@ -10,15 +10,6 @@ from services import cli
 from shared.services import SERVICE_NAMES, SERVICES, TASK_KINDS
 from tests.deploy.manifests import by_kind, compose, containers, k8s_documents
 
-# The scheduler imports the modules with periodic actors, as `collect up` runs it.
-EXPECTED_SCHEDULER = ["python", "-m", "services.control.scheduler", *cli.SCHEDULER_MODULES]
-
-
-def _worker_command(service) -> list[str]:
-    """The worker command every deployment runs for a service, as `collect up` runs it."""
-    return ["dramatiq", service.actors_module, "--skip-logging", "--queues", service.queue,
-            "--processes", "1", "--threads", str(service.threads)]
-
 
 def test_collect_up_runs_one_worker_per_listed_service_and_schedules_their_periodic_actors():
     assert {service.name for service in cli.WORKER_DOMAINS} == set(SERVICE_NAMES)
@@ -26,6 +17,7 @@ def test_collect_up_runs_one_worker_per_listed_service_and_schedules_their_perio
     # The exporters' ports follow the README: upload, control, export from WORKER_METRICS_PORT on.
     assert [s.name for s in cli.WORKER_DOMAINS] == ["upload", "control", "export"]
     assert [s.metrics_port_offset for s in cli.WORKER_DOMAINS] == [0, 1, 2]
+    assert cli.scheduler_command()[3:] == ["services.control.actors", "services.export.actors"]
 
 
 def test_compose_has_a_worker_per_listed_service_running_its_actors_and_the_scheduler_its_periodic_ones():
@@ -34,9 +26,9 @@ def test_compose_has_a_worker_per_listed_service_running_its_actors_and_the_sche
     assert workers == set(SERVICE_NAMES)
     for service in SERVICES:
         worker = services[f"{service.name}-worker"]
-        assert worker["command"] == _worker_command(service), service.name
+        assert worker["command"] == cli.worker_command(service), service.name
         assert worker["healthcheck"]["test"][:4] == ["CMD", "collect", "health", service.name]
-    assert services["scheduler"]["command"] == EXPECTED_SCHEDULER
+    assert services["scheduler"]["command"] == cli.scheduler_command()
 
 
 def test_kubernetes_has_a_worker_per_listed_service_running_its_actors_and_the_scheduler_its_periodic_ones():
@@ -46,10 +38,10 @@ def test_kubernetes_has_a_worker_per_listed_service_running_its_actors_and_the_s
     assert workers == set(SERVICE_NAMES)
     for service in SERVICES:
         (container,) = containers(deployments[f"collect-{service.name}-worker"])
-        assert container["command"] == _worker_command(service), service.name
+        assert container["command"] == cli.worker_command(service), service.name
         assert container["livenessProbe"]["exec"]["command"][:3] == ["collect", "health", service.name]
     (scheduler,) = containers(deployments["collect-scheduler"])
-    assert scheduler["command"] == EXPECTED_SCHEDULER
+    assert scheduler["command"] == cli.scheduler_command()
 
 
 def test_the_gateway_reports_the_health_of_the_listed_services_and_filters_by_their_task_kinds(idle_client):
