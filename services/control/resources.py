@@ -9,7 +9,7 @@ import falcon
 from services.control.commands import TaskControl
 from services.control.queries import TaskFilter, Tasks
 from services.http.problems import Problem
-from services.http.tasks import conflict, task_not_found
+from services.http.task_problems import conflict, task_not_found
 from shared import tasks as t
 from shared.tasks import TaskState
 

@@ -8,7 +8,7 @@ from services.export.exports import ExportNotCompleted, Exports, NotAnExport
 from services.export.params import InvalidParameter, parse_export_query
 from services.http.accepted import answer_accepted
 from services.http.problems import Problem
-from services.http.tasks import task_not_found
+from services.http.task_problems import task_not_found
 from shared import tasks as t
 
 
