@@ -15,7 +15,7 @@ from pathlib import Path
 
 from benchlib import call, fresh_database, new_api_key, post_file, server_urls, stack, wait_state
 
-from services.upload.sample_data import write_responses
+from scripts.sample_data import write_responses
 
 
 def main() -> int:

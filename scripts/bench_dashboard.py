@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import redis
 from benchlib import NAMESPACE, ROOT, fresh_database, new_api_key, server_urls
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 
 POLL_SECONDS = 0.9  # as the dashboard polls (app.js, POLL_MS)
 
@@ -121,16 +121,7 @@ def main() -> int:
             except OSError:
                 time.sleep(0.2)
         client = Client(base, key)
-        body = csv_bytes(20)
-        boundary = "bench-dashboard"
-        form = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="r.csv"\r\n'
-                "Content-Type: text/csv\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
-        task_ids = []
-        for _ in range(args.tasks):
-            status, _, answer = client.request("POST", "/api/upload-file/", form,
-                                               {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-            assert status == 202, answer
-            task_ids.append(json.loads(answer)["task_id"])
+        task_ids = _upload_tasks(client, args.tasks)
         # The newest tasks: on the dashboards' first page, so that each pause/resume changes what they see.
         controlled = task_ids[-5:]
 
@@ -154,22 +145,7 @@ def main() -> int:
         collected = [results.get(timeout=args.seconds + 60) for _ in range(args.dashboards)]
         for process in processes:
             process.join(30)
-        statuses: dict[int, int] = {}
-        poll_latencies = []
-        for counts, latencies in collected:
-            poll_latencies += latencies
-            for status, n in counts.items():
-                statuses[status] = statuses.get(status, 0) + n
-        total_polls = sum(statuses.values())
-        print(f"control API, {args.dashboards} dashboards polling: {len(busy)} requests, "
-              f"p50 {statistics.median(busy) * 1000:.1f} ms, p99 {p99(busy):.1f} ms (target < 100 ms)")
-        print(f"dashboard polls: {total_polls} in {args.seconds + 5:.0f} s ({total_polls / (args.seconds + 5):.0f}/s), "
-              f"statuses {dict(sorted(statuses.items()))}, {100 * statuses.get(304, 0) / total_polls:.0f}% 304, "
-              f"p99 {p99(poll_latencies):.1f} ms")
-        polls_measured = total_polls * args.seconds / (args.seconds + 5)
-        per_request = 1000 * cpu_used / (polls_measured + len(busy))
-        print(f"gateway CPU while measuring: {cpu_used:.1f} s in {args.seconds:.0f} s "
-              f"({100 * cpu_used / args.seconds:.0f}% of one core, ~{per_request:.1f} ms a request)")
+        _report_busy(args, busy, collected, cpu_used)
         return 0 if p99(busy) < 100 else 1
     finally:
         gateway.terminate()
@@ -177,6 +153,41 @@ def main() -> int:
         stale = broker.keys(f"{NAMESPACE}:*")
         if stale:
             broker.delete(*stale)
+
+
+def _upload_tasks(client: Client, tasks: int) -> list[str]:
+    """Upload `tasks` small files; returns their task ids, oldest first."""
+    body = csv_bytes(20)
+    boundary = "bench-dashboard"
+    form = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="r.csv"\r\n'
+            "Content-Type: text/csv\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
+    task_ids = []
+    for _ in range(tasks):
+        status, _, answer = client.request("POST", "/api/upload-file/", form,
+                                           {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert status == 202, answer
+        task_ids.append(json.loads(answer)["task_id"])
+    return task_ids
+
+
+def _report_busy(args: argparse.Namespace, busy: list[float], collected: list, cpu_used: float) -> None:
+    """Print the control API's latency with the dashboards polling, the polls' statuses and the CPU used."""
+    statuses: dict[int, int] = {}
+    poll_latencies = []
+    for counts, latencies in collected:
+        poll_latencies += latencies
+        for status, n in counts.items():
+            statuses[status] = statuses.get(status, 0) + n
+    total_polls = sum(statuses.values())
+    print(f"control API, {args.dashboards} dashboards polling: {len(busy)} requests, "
+          f"p50 {statistics.median(busy) * 1000:.1f} ms, p99 {p99(busy):.1f} ms (target < 100 ms)")
+    print(f"dashboard polls: {total_polls} in {args.seconds + 5:.0f} s ({total_polls / (args.seconds + 5):.0f}/s), "
+          f"statuses {dict(sorted(statuses.items()))}, {100 * statuses.get(304, 0) / total_polls:.0f}% 304, "
+          f"p99 {p99(poll_latencies):.1f} ms")
+    polls_measured = total_polls * args.seconds / (args.seconds + 5)
+    per_request = 1000 * cpu_used / (polls_measured + len(busy))
+    print(f"gateway CPU while measuring: {cpu_used:.1f} s in {args.seconds:.0f} s "
+          f"({100 * cpu_used / args.seconds:.0f}% of one core, ~{per_request:.1f} ms a request)")
 
 
 def gateway_cpu_seconds(pid: int) -> float:

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg2
 from benchlib import fresh_database, new_api_key, post_file, server_urls, stack, wait_state
 
-from services.upload.sample_data import QUESTIONS, write_responses
+from scripts.sample_data import QUESTIONS, write_responses
 
 
 def raw_copy_seconds(database_url: str, path: Path) -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.upload.sample_data import main  # noqa: E402
+from scripts.sample_data import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from benchlib import ROOT, call, collect_up, fresh_database, post_file, server_urls, wait_state
 
-from services.upload.sample_data import write_responses
+from scripts.sample_data import write_responses
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]

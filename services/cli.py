@@ -16,21 +16,31 @@ import click
 from services.client.commands import add_client_commands, connection_options
 from shared.config import ConfigError, Settings
 from shared.db import Database
-from shared.health import SERVICES
 from shared.migrate import migrate
+from shared.services import SERVICE_NAMES, SERVICES, Service
 
-# One Dramatiq worker process per service domain: (queue, module with its actors, threads).
-WORKER_DOMAINS = (
-    ("upload", "services.upload.actors", 4),
-    ("control", "services.control.actors", 2),
-    ("export", "services.export.actors", 4),
-)
-# periodiq imports every module that declares periodic actors: the control sweep, export and upload retention.
-SCHEDULER_MODULES = ("services.control.actors", "services.export.actors", "services.upload.actors")
+# One Dramatiq worker process per service domain, in the order of their exporters' ports.
+WORKER_DOMAINS = tuple(sorted(SERVICES, key=lambda service: service.metrics_port_offset))
+# periodiq imports every module that declares periodic actors: the control sweep, export and upload
+# file retention.
+SCHEDULER_MODULES = tuple(service.actors_module for service in WORKER_DOMAINS if service.periodic)
 # `collect up` starts a process that exits again, unless it exits more than this often.
 MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60
 # The gateway's gunicorn settings (worker class with header deadline, JSON log lines, ...): one place.
 GUNICORN_CONFIG = "python:services.gateway.gunicorn_config"
+
+
+def worker_command(service: Service, dramatiq: str = "dramatiq") -> list[str]:
+    """The command that runs a service's worker: one process with the service's threads on its queue
+    (docker-compose.yml and deploy/k8s/ run the same; tests/deploy checks them)."""
+    return [dramatiq, service.actors_module, "--skip-logging", "--queues", service.queue,
+            "--processes", "1", "--threads", str(service.threads)]
+
+
+def scheduler_command(python: str = "python") -> list[str]:
+    """periodiq, made to outlive a Redis outage (services/control/scheduler.py), with every module that
+    declares periodic actors."""
+    return [python, "-m", "services.control.scheduler", *SCHEDULER_MODULES]
 
 
 def _settings_with_database(start_redis: bool = False) -> tuple[Settings, object | None]:
@@ -108,10 +118,8 @@ def up(dev_key: bool) -> None:
         # Every gunicorn setting (bind from PORT, worker class, workers, threads) is in GUNICORN_CONFIG.
         [os.path.join(python_bin, "gunicorn"), "--config", GUNICORN_CONFIG, "services.gateway.wsgi:app"],
         # --skip-logging: the workers' LogContext middleware installs the JSON log format instead.
-        *[[os.path.join(python_bin, "dramatiq"), module, "--skip-logging", "--queues", queue,
-           "--processes", "1", "--threads", str(threads)] for queue, module, threads in WORKER_DOMAINS],
-        # periodiq, made to outlive a Redis outage (services/control/scheduler.py).
-        [sys.executable, "-m", "services.control.scheduler", *SCHEDULER_MODULES],
+        *[worker_command(service, os.path.join(python_bin, "dramatiq")) for service in WORKER_DOMAINS],
+        scheduler_command(sys.executable),
     ]
     children = [subprocess.Popen(command, env=environment)
                 for command, environment in zip(commands, environments, strict=True)]
@@ -152,19 +160,24 @@ def up(dev_key: bool) -> None:
                 children[index] = subprocess.Popen(commands[index], env=environments[index])
             time.sleep(0.5)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        deadline = time.monotonic() + 15
-        for child in children:
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
+        _terminate(children)
         if embedded is not None:
             embedded.stop()
         shutil.rmtree(metrics_dir, ignore_errors=True)
     sys.exit(exit_code)
+
+
+def _terminate(children: list[subprocess.Popen]) -> None:
+    """Ask every child still running to stop (SIGTERM); kill those still running 15 s later."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + 15
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 def _metrics_environments(env: dict[str, str], worker_metrics_port: int) -> tuple[str, list[dict[str, str]]]:
@@ -176,17 +189,18 @@ def _metrics_environments(env: dict[str, str], worker_metrics_port: int) -> tupl
 
     metrics_dir = tempfile.mkdtemp(prefix="collect-metrics-")
     environments = [{**env, "PROMETHEUS_MULTIPROC_DIR": os.path.join(metrics_dir, "gateway")}]
-    for offset, (queue, _, _) in enumerate(WORKER_DOMAINS):
-        directory = os.path.join(metrics_dir, queue)
+    for service in WORKER_DOMAINS:
+        directory = os.path.join(metrics_dir, service.name)
         os.makedirs(directory)
-        environments.append({**env, **exporter_environment(directory, worker_metrics_port + offset)})
+        environments.append({**env, **exporter_environment(directory,
+                                                           worker_metrics_port + service.metrics_port_offset)})
     # The scheduler only sends messages: it counts nothing.
     environments.append(dict(env))
     return metrics_dir, environments
 
 
 @main.command()
-@click.argument("service", required=False, type=click.Choice(SERVICES))
+@click.argument("service", required=False, type=click.Choice(SERVICE_NAMES))
 @click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for PostgreSQL and Redis.")
 def health(service: str | None, timeout: float) -> None:
     """Print a health report (the same JSON as /health/...) and exit 1 when its status is `fail`.

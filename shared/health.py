@@ -17,12 +17,11 @@ import psycopg2
 import redis
 
 from shared.heartbeat_middleware import heartbeat_key
+from shared.services import SERVICE_NAMES
 
 logger = logging.getLogger(__name__)
 
 HEALTH_JSON = "application/health+json"
-# The services whose workers report heartbeats; each one's worker consumes the queue of its name.
-SERVICES = ("upload", "export", "control")
 # Queued messages sampled from the head of a queue to find the oldest one (the queue is FIFO, but
 # messages a stopped worker had prefetched are put back at its tail).
 OLDEST_SAMPLE = 100
@@ -196,8 +195,8 @@ def service_health(redis_url: str, service: str, *, queue_age_warn_seconds: floa
                    namespace: str = "dramatiq") -> dict[str, Any]:
     """How many of the service's workers are alive (fail when none), how many messages wait in its queue
     and how long the oldest has waited (warn past `queue_age_warn_seconds`). Raises KeyError for a
-    service that is not one of SERVICES."""
-    if service not in SERVICES:
+    service that is not one of SERVICE_NAMES."""
+    if service not in SERVICE_NAMES:
         raise KeyError(service)
     now = _now_iso()
     client = redis_client(redis_url, timeout)

@@ -166,20 +166,29 @@ def delete_task_files(cur, task_id: uuid.UUID) -> int:
     return cur.rowcount
 
 
-# Chunks go with their file (ON DELETE CASCADE); the task row stays, so it can still say what happened.
-_DELETE_EXPIRED = """
+def task_file(cur, task_id: uuid.UUID, purpose: str) -> dict | None:
+    """The task's stored file of that purpose (id, filename, size_bytes), or None when there is none (yet,
+    or any more)."""
+    cur.execute("SELECT id, filename, size_bytes FROM stored_files WHERE task_id = %s AND purpose = %s",
+                (task_id, purpose))
+    return cur.fetchone()
+
+
+# Chunks go with their file (ON DELETE CASCADE); the task row stays, so its download can answer 410 Gone.
+_DELETE_FILES_OF_TASKS_FINISHED_BEFORE = """
 DELETE FROM stored_files f USING tasks t
 WHERE f.task_id = t.id AND f.purpose = %(purpose)s
-  AND t.kind = %(kind)s AND t.state = 'completed'
+  AND t.kind = %(kind)s AND t.state = %(state)s
   AND t.finished_at < now() - make_interval(hours => %(hours)s)
 RETURNING f.task_id
 """
 
 
-def delete_expired_files(cur, *, kind: str, purpose: str, retention_hours: int) -> list[uuid.UUID]:
-    """Delete the `purpose` files of `kind` tasks that completed more than `retention_hours` ago; returns
-    their tasks. Running it twice at once deletes nothing more (the second finds no files)."""
-    cur.execute(_DELETE_EXPIRED, {"kind": kind, "purpose": purpose, "hours": retention_hours})
+def delete_files_of_finished_tasks(cur, *, purpose: str, kind: str, state: str, hours: int) -> list[uuid.UUID]:
+    """Delete the files of that purpose of the `kind` tasks that reached `state` (a final one) more than
+    `hours` ago; returns those tasks' ids."""
+    cur.execute(_DELETE_FILES_OF_TASKS_FINISHED_BEFORE, {"purpose": purpose, "kind": kind, "state": str(state),
+                                                         "hours": hours})
     return [row["task_id"] for row in cur.fetchall()]
 
 

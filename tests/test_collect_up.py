@@ -15,7 +15,7 @@ import uuid
 import psutil
 import pytest
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 from tests.conftest import ROOT, count_responses, multipart, wait_for
 
 ROWS = 50_000

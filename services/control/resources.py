@@ -7,7 +7,9 @@ import re
 import falcon
 
 from services.control.commands import TaskControl
-from services.gateway.problems import Problem
+from services.control.queries import TaskFilter, Tasks
+from services.http.problems import Problem
+from services.http.task_problems import conflict, task_not_found
 from shared import tasks as t
 from shared.tasks import TaskState
 
@@ -18,15 +20,6 @@ OFFSET_MAX = 2**31 - 1
 # The start of a task id as it is shown (canonical form): its first 8 hex digits, then up to the whole id.
 # Only hex digits and dashes, so it cannot carry a LIKE wildcard.
 ID_PREFIX = re.compile(r"[0-9a-f]{8}[0-9a-f-]{0,28}", re.IGNORECASE)
-
-
-def task_not_found(task_id) -> Problem:
-    return Problem(falcon.HTTP_404, f"no task {task_id} in your organization", title="Task Not Found")
-
-
-def conflict(refused: t.TransitionRefused) -> Problem:
-    return Problem(falcon.HTTP_409, str(refused), title="Invalid Task Transition",
-                   state=refused.state, task_id=str(refused.task_id))
 
 
 def wait_seconds(req: falcon.Request) -> float:
@@ -115,7 +108,7 @@ class PauseResource(_ControlResource):
     transient = TaskState.PAUSING
 
     def command(self, caller, task_id):
-        return self.control.pause(caller.organization_id, task_id, caller.actor)
+        return self.control.pause(caller.organization_id, task_id, caller.requested_by)
 
 
 class ResumeResource(_ControlResource):
@@ -150,7 +143,7 @@ class ResumeResource(_ControlResource):
     transient = TaskState.QUEUED
 
     def command(self, caller, task_id):
-        return self.control.resume(caller.organization_id, task_id, caller.actor)
+        return self.control.resume(caller.organization_id, task_id, caller.requested_by)
 
     def on_post(self, req, resp, task_id) -> None:
         super().on_post(req, resp, task_id)
@@ -194,12 +187,12 @@ class RevokeResource(_ControlResource):
     transient = TaskState.REVOKING
 
     def command(self, caller, task_id):
-        return self.control.revoke(caller.organization_id, task_id, caller.actor, reason="user")
+        return self.control.revoke(caller.organization_id, task_id, caller.requested_by, reason="user")
 
 
 class TaskResource:
-    def __init__(self, db) -> None:
-        self.db = db
+    def __init__(self, tasks: Tasks) -> None:
+        self.tasks = tasks
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id) -> None:
         """One task: its state, progress, rate, result or error.
@@ -247,9 +240,8 @@ class TaskResource:
             404: {$ref: '#/components/responses/NotFound'}
         """
         try:
-            with self.db.transaction() as cur:
-                task = t.get_task(cur, task_id, req.context.caller.organization_id)
-                events = t.task_events(cur, task_id) if req.get_param_as_bool("events") else None
+            task, events = self.tasks.get(req.context.caller.organization_id, task_id,
+                                          with_events=bool(req.get_param_as_bool("events")))
         except t.TaskNotFound:
             raise task_not_found(task_id) from None
         body = task.to_json()
@@ -260,8 +252,8 @@ class TaskResource:
 
 
 class TaskListResource:
-    def __init__(self, db, kinds: tuple[str, ...]) -> None:
-        self.db = db
+    def __init__(self, tasks: Tasks, kinds: tuple[str, ...]) -> None:
+        self.tasks = tasks
         self.kinds = kinds
         # Documents the `kind` filter with the kinds this app was composed with.
         self.openapi_components = {"parameters": {"task_kind": {
@@ -322,30 +314,36 @@ class TaskListResource:
                   examples: {page: {$ref: '#/components/examples/TaskPage'}}
             400: {$ref: '#/components/responses/BadRequest'}
         """
-        unknown = sorted(set(req.params) - {"state", "kind", "id_prefix", "limit", "offset"})
-        if unknown:
-            raise Problem(falcon.HTTP_400, f"unknown query parameter(s): {', '.join(unknown)}", parameter=unknown[0])
-        states = req.get_param_as_list("state")
-        kinds = req.get_param_as_list("kind")
-        for name, values, allowed in (("state", states, [s.value for s in TaskState]), ("kind", kinds, self.kinds)):
-            bad = [v for v in values or [] if v not in allowed]
-            if bad:
-                raise Problem(falcon.HTTP_400, f"{name} must be one of {', '.join(allowed)}; got {', '.join(bad)}",
-                              parameter=name)
-        id_prefix = req.get_param("id_prefix")
-        if id_prefix is not None and not ID_PREFIX.fullmatch(id_prefix):
-            raise Problem(falcon.HTTP_400, "id_prefix must be the start of a task id: its first 8 hex digits, then "
-                                           f"up to 28 more hex digits or dashes; got {id_prefix!r}",
-                          parameter="id_prefix")
-        limit = req.get_param_as_int("limit", min_value=1, max_value=PAGE_SIZE_MAX, default=50)
-        offset = req.get_param_as_int("offset", min_value=0, max_value=OFFSET_MAX, default=0)
-        with self.db.transaction() as cur:
-            found, total = t.list_tasks(cur, req.context.caller.organization_id, states=states, kinds=kinds,
-                                        id_prefix=id_prefix and id_prefix.lower(), limit=limit, offset=offset)
-        body = {"tasks": [task.to_json() for task in found], "total": total, "limit": limit, "offset": offset}
-        if offset + len(found) < total:
-            body["next"] = f"/api/tasks/?{_query(req, offset + limit)}"
+        wanted = task_filter(req, self.kinds)
+        page = self.tasks.list(req.context.caller.organization_id, wanted)
+        body = {"tasks": [task.to_json() for task in page.tasks], "total": page.total, "limit": wanted.limit,
+                "offset": wanted.offset}
+        if wanted.offset + len(page.tasks) < page.total:
+            body["next"] = f"/api/tasks/?{_query(req, wanted.offset + wanted.limit)}"
         resp.media = body
+
+
+def task_filter(req: falcon.Request, kinds: tuple[str, ...]) -> TaskFilter:
+    """The list's filter and page from the query string; a Problem (400) naming the first bad parameter."""
+    unknown = sorted(set(req.params) - {"state", "kind", "id_prefix", "limit", "offset"})
+    if unknown:
+        raise Problem(falcon.HTTP_400, f"unknown query parameter(s): {', '.join(unknown)}", parameter=unknown[0])
+    states = req.get_param_as_list("state")
+    wanted_kinds = req.get_param_as_list("kind")
+    for name, values, allowed in (("state", states, [s.value for s in TaskState]), ("kind", wanted_kinds, kinds)):
+        bad = [v for v in values or [] if v not in allowed]
+        if bad:
+            raise Problem(falcon.HTTP_400, f"{name} must be one of {', '.join(allowed)}; got {', '.join(bad)}",
+                          parameter=name)
+    id_prefix = req.get_param("id_prefix")
+    if id_prefix is not None and not ID_PREFIX.fullmatch(id_prefix):
+        raise Problem(falcon.HTTP_400, "id_prefix must be the start of a task id: its first 8 hex digits, then "
+                                       f"up to 28 more hex digits or dashes; got {id_prefix!r}",
+                      parameter="id_prefix")
+    limit = req.get_param_as_int("limit", min_value=1, max_value=PAGE_SIZE_MAX, default=50)
+    offset = req.get_param_as_int("offset", min_value=0, max_value=OFFSET_MAX, default=0)
+    return TaskFilter(states=states, kinds=wanted_kinds, id_prefix=id_prefix and id_prefix.lower(), limit=limit,
+                      offset=offset)
 
 
 def _query(req: falcon.Request, offset: int) -> str:

@@ -10,7 +10,7 @@ from periodiq import cron
 
 from services import export
 from services.export.exporter import ExportJob
-from services.export.retention import delete_expired_exports
+from services.export.exports import Exports
 from shared.batch_runner import BatchRunner
 from shared.runtime import runtime
 
@@ -30,7 +30,6 @@ def run_export(task_id: str) -> None:
 @dramatiq.actor(queue_name=export.QUEUE, periodic=cron("*/10 * * * *"), max_retries=0)
 def delete_expired_export_files() -> None:
     """Delete the files of exports finished more than EXPORT_RETENTION_HOURS ago."""
-    with _rt.db.transaction() as cur:
-        deleted = delete_expired_exports(cur, export.KIND, _rt.settings.export_retention_hours)
+    deleted = Exports(_rt.db, _rt.broker).delete_expired_files(_rt.settings.export_retention_hours)
     if deleted:
         logger.info("deleted the files of %d expired export(s)", len(deleted))

@@ -97,13 +97,6 @@ def download_path(task_id) -> str:
     return f"/api/tasks/{task_id}/download"
 
 
-def exported_file(cur, task_id) -> dict[str, Any] | None:
-    """The export's stored file (id, filename, size_bytes), or None when there is none (yet, or any more)."""
-    cur.execute("SELECT id, filename, size_bytes FROM stored_files WHERE task_id = %s AND purpose = %s",
-                (task_id, FILE_PURPOSE))
-    return cur.fetchone()
-
-
 def page_select(columns: list[str]) -> sql.Composed:
     """The SELECT of one page's CSV rows: the fixed columns, then `columns` (bound as q0, q1, ...)."""
     selected = [sql.SQL("response_id"), _safe_cell(sql.SQL("form_id")), _SUBMITTED_AT_UTC]

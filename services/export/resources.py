@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import falcon
 
-from services import export
-from services.control.resources import task_not_found
-from services.export.exporter import exported_file
+from services.export.exports import ExportNotCompleted, Exports, NotAnExport
 from services.export.params import InvalidParameter, parse_export_query
-from services.gateway.accepted import start_task
-from services.gateway.problems import Problem
-from shared import storage
+from services.http.accepted import answer_accepted
+from services.http.problems import Problem
+from services.http.task_problems import task_not_found
 from shared import tasks as t
-from shared.tasks import TaskState
 
 
 class ExportResource:
     """POST (or GET, as the original API had it) /api/export/?from_date=...&to_date=...[&form_id=...]"""
 
-    def __init__(self, db, broker) -> None:
-        self.db = db
-        self.broker = broker
+    def __init__(self, exports: Exports) -> None:
+        self.exports = exports
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Start an export of the organization's responses submitted in a date range.
@@ -69,12 +65,7 @@ class ExportResource:
             wanted = parse_export_query(req.params)
         except InvalidParameter as exc:
             raise Problem(falcon.HTTP_400, str(exc), parameter=exc.parameter) from None
-        with self.db.transaction() as cur:
-            task = t.create_task(
-                cur, organization_id=caller.organization_id, kind=export.KIND, queue_name=export.QUEUE,
-                actor_name=export.ACTOR, progress_unit="rows", actor=caller.actor, params=wanted.to_params(),
-            )
-        start_task(resp, self.db, self.broker, task)
+        answer_accepted(resp, self.exports.start(caller.organization_id, caller.requested_by, wanted))
 
     on_get = on_post
 
@@ -82,8 +73,8 @@ class ExportResource:
 class DownloadResource:
     """GET /api/tasks/{task_id}/download: the finished export's CSV file, streamed from storage."""
 
-    def __init__(self, db, settings) -> None:
-        self.db = db
+    def __init__(self, exports: Exports, settings) -> None:
+        self.exports = exports
         self.settings = settings
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id) -> None:
@@ -107,19 +98,15 @@ class DownloadResource:
             409: {$ref: '#/components/responses/Conflict'}
             410: {$ref: '#/components/responses/Gone'}
         """
-        with self.db.transaction() as cur:
-            try:
-                task = t.get_task(cur, task_id, req.context.caller.organization_id)
-            except t.TaskNotFound:
-                raise task_not_found(task_id) from None
-            if task.kind != export.KIND:
-                raise Problem(falcon.HTTP_404, f"task {task_id} is not an export (it is {task.kind!r}); "
-                                               "only exports have a file to download", title="No Download")
-            if task.state is not TaskState.COMPLETED:
-                raise Problem(falcon.HTTP_409, f"the export is {task.state}: its file can be downloaded once "
-                                               "it is completed", title="Export Not Completed",
-                              state=str(task.state), task_id=str(task_id))
-            stored = exported_file(cur, task_id)
+        try:
+            stored = self.exports.file(req.context.caller.organization_id, task_id)
+        except t.TaskNotFound:
+            raise task_not_found(task_id) from None
+        except NotAnExport as exc:
+            raise Problem(falcon.HTTP_404, str(exc), title="No Download") from None
+        except ExportNotCompleted as exc:
+            raise Problem(falcon.HTTP_409, str(exc), title="Export Not Completed", state=exc.state,
+                          task_id=str(exc.task_id)) from None
         if stored is None:
             hours = self.settings.export_retention_hours
             raise Problem(falcon.HTTP_410, f"the export's file was deleted: files are kept {hours} hours "
@@ -128,4 +115,4 @@ class DownloadResource:
         resp.content_type = "text/csv; charset=utf-8"
         resp.downloadable_as = stored["filename"] or f"export-{task_id}.csv"
         resp.content_length = stored["size_bytes"]
-        resp.stream = storage.iter_chunks(self.db, stored["id"])
+        resp.stream = self.exports.file_chunks(stored["id"])

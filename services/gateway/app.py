@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import falcon
 
-from services import export, upload
 from services.control.commands import TaskControl
+from services.control.queries import Tasks
 from services.control.resources import (
     PauseResource,
     ResumeResource,
@@ -14,23 +14,19 @@ from services.control.resources import (
     TaskResource,
 )
 from services.dashboard.resources import add_dashboard_routes
+from services.export.exports import Exports
 from services.export.resources import DownloadResource, ExportResource
 from services.gateway.conditional import ConditionalGet
 from services.gateway.docs import add_docs_routes
+from services.gateway.errors import body_stalled_handler, handle_unavailable, handle_unexpected
 from services.gateway.health import LiveResource, ReadyResource, ServiceHealthResource
 from services.gateway.metrics import MetricsResource, RequestMetrics
 from services.gateway.middleware import ApiKeyAuth, RequestId
-from services.gateway.problems import (
-    body_stalled_handler,
-    handle_unavailable,
-    handle_unexpected,
-    serialize_problem,
-)
+from services.http.problems import serialize_problem
 from services.upload.resources import UploadResource
 from shared.db import UNAVAILABLE_ERRORS
+from shared.services import TASK_KINDS
 from shared.wake import BROKER_UNAVAILABLE
-
-TASK_KINDS = (upload.KIND, export.KIND)
 
 
 def create_app(db, broker, settings) -> falcon.App:
@@ -43,15 +39,15 @@ def create_app(db, broker, settings) -> falcon.App:
     # A socket read timeout while reading the request body (the worker sets it to BODY_STALL_SECONDS).
     app.add_error_handler(TimeoutError, body_stalled_handler(settings.body_stall_seconds))
 
-    control = TaskControl(db, broker, settings)
+    control, tasks, exports = TaskControl(db, broker, settings), Tasks(db), Exports(db, broker)
     app.add_route("/api/upload-file", UploadResource(db, broker, settings))
-    app.add_route("/api/export", ExportResource(db, broker))
+    app.add_route("/api/export", ExportResource(exports))
     app.add_route("/api/pause/{task_id:uuid}", PauseResource(control))
     app.add_route("/api/resume/{task_id:uuid}", ResumeResource(control))
     app.add_route("/api/revoke/{task_id:uuid}", RevokeResource(control))
-    app.add_route("/api/tasks", TaskListResource(db, TASK_KINDS))
-    app.add_route("/api/tasks/{task_id:uuid}", TaskResource(db))
-    app.add_route("/api/tasks/{task_id:uuid}/download", DownloadResource(db, settings))
+    app.add_route("/api/tasks", TaskListResource(tasks, TASK_KINDS))
+    app.add_route("/api/tasks/{task_id:uuid}", TaskResource(tasks))
+    app.add_route("/api/tasks/{task_id:uuid}/download", DownloadResource(exports, settings))
     app.add_route("/health/live", LiveResource())
     app.add_route("/health/ready", ReadyResource(db, settings.redis_url))
     service_health = ServiceHealthResource(settings.redis_url, settings.queue_age_warn_seconds,

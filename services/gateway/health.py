@@ -6,9 +6,10 @@ import json
 
 import falcon
 
-from services.gateway.problems import Problem
+from services.http.problems import Problem
 from shared import health
-from shared.health import HEALTH_JSON, SERVICES
+from shared.health import HEALTH_JSON
+from shared.services import SERVICE_NAMES
 
 
 def _reply(resp: falcon.Response, report: dict) -> None:
@@ -97,7 +98,7 @@ class ServiceHealthResource:
     openapi_components = {
         "responses": HEALTH_RESPONSES,
         "parameters": {"service": {"name": "service", "in": "path", "required": True,
-                                   "schema": {"type": "string", "enum": list(SERVICES)}}},
+                                   "schema": {"type": "string", "enum": list(SERVICE_NAMES)}}},
     }
 
     def __init__(self, redis_url: str, queue_age_warn_seconds: float, timeout: float = 2.0,
@@ -123,8 +124,8 @@ class ServiceHealthResource:
             404: {$ref: '#/components/responses/NotFound'}
             503: {$ref: '#/components/responses/ServiceDown'}
         """
-        if service not in SERVICES:
-            raise Problem(falcon.HTTP_404, f"no service {service!r}; the services are {', '.join(SERVICES)}",
+        if service not in SERVICE_NAMES:
+            raise Problem(falcon.HTTP_404, f"no service {service!r}; the services are {', '.join(SERVICE_NAMES)}",
                           title="Unknown Service")
         _reply(resp, health.service_health(self.redis_url, service, timeout=self.timeout,
                                            namespace=self.namespace,

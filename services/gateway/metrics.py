@@ -4,7 +4,7 @@ It serves, in one text:
 * the instruments of every gunicorn worker process of this gateway, added up by prometheus_client's
   multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set (`collect up` and gunicorn_config set it up);
   otherwise (one process, e.g. the tests' in-process app) this process's own registry;
-* the task metrics read from PostgreSQL and Redis at scrape time (shared.metrics.TaskCollector).
+* the task metrics read from PostgreSQL and Redis at scrape time (shared.metrics_collector.TaskCollector).
 
 Request counts and durations are labelled with the route's template (`/api/tasks/{task_id:uuid}`), never
 the raw path, so task ids never become labels.
@@ -19,7 +19,7 @@ import falcon
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from shared.metrics import TaskCollector
+from shared.metrics_collector import TaskCollector
 
 # A path no route matches (a 404) gets this label: raw paths would make the label set unbounded.
 UNMATCHED = "unmatched"

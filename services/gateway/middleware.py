@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
 
 import falcon
 
-from services.gateway.problems import Problem
+from services.http.caller import Caller
+from services.http.problems import Problem
 from shared import logs, orgs
 
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
-@dataclass(frozen=True)
-class Caller:
-    organization_id: uuid.UUID
-    key_prefix: str
-
-    @property
-    def actor(self) -> str:
-        return f"api:{self.key_prefix}"
 
 
 class RequestId:

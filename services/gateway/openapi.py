@@ -18,7 +18,7 @@ import falcon
 from apispec import APISpec
 from apispec.yaml_utils import load_operations_from_docstring
 
-from services.gateway.problems import PROBLEM_SCHEMA, problem_responses
+from services.http.problems import PROBLEM_SCHEMA, problem_responses
 from shared.health import HEALTH_SCHEMA
 from shared.tasks import TASK_JSON_SCHEMA
 

@@ -13,6 +13,7 @@ from services.upload.importer import BatchLimits, UploadJob
 from shared import storage
 from shared.batch_runner import BatchRunner
 from shared.runtime import runtime
+from shared.tasks import TaskState
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ def run_upload(task_id: str) -> None:
 def delete_expired_upload_files() -> None:
     """Delete the source files of uploads completed more than UPLOAD_FILE_RETENTION_HOURS ago."""
     with _rt.db.transaction() as cur:
-        deleted = storage.delete_expired_files(cur, kind=upload.KIND, purpose=upload.FILE_PURPOSE,
-                                               retention_hours=_rt.settings.upload_file_retention_hours)
+        deleted = storage.delete_files_of_finished_tasks(cur, purpose=upload.FILE_PURPOSE, kind=upload.KIND,
+                                                         state=TaskState.COMPLETED,
+                                                         hours=_rt.settings.upload_file_retention_hours)
     if deleted:
         logger.info("deleted the source files of %d expired upload(s)", len(deleted))

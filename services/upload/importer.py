@@ -14,6 +14,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg2.errors
@@ -94,6 +95,46 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 60 else value[:60] + "…")
 
 
+def _checked(row: list[str] | str, width: int, rid: int, fid: int, sat: int
+             ) -> tuple[str | None, str | None, str, datetime | None]:
+    """Why the record cannot be imported (None when it can), with its response id, form id and submission
+    time when they parse. A `str` record is the CSV reader's reason it could not read the record."""
+    if isinstance(row, str):
+        return row, None, "", None
+    if len(row) != width:
+        return f"expected {width} columns, found {len(row)}", None, "", None
+    response_id = parse_response_id(row[rid])
+    submitted_at = parse_submitted_at(row[sat])
+    form_id = row[fid].strip()
+    if response_id is None:
+        return f"response_id {_shown(row[rid])} is not a UUID", None, form_id, submitted_at
+    if not form_id:
+        return "form_id is empty", response_id, form_id, submitted_at
+    if submitted_at is None:
+        return f"submitted_at {_shown(row[sat])} is not an ISO-8601 date-time", response_id, form_id, None
+    return None, response_id, form_id, submitted_at
+
+
+class _Unanswered(dict[str, set[int]]):
+    """Per form, the question positions no row of it has answered yet; forgotten whole when remembering it
+    would cost more than _FORM_TRACKING_BYTES (about 300 bytes a form and 40 a question)."""
+
+    def __init__(self, question_index: list[int]) -> None:
+        super().__init__()
+        self._questions = question_index
+        self._cost = 300 + 40 * len(question_index)
+        self._tracked = 0
+
+    def start(self, form_id: str) -> set[int]:
+        """Start remembering a form not seen yet: none of its questions answered."""
+        if self._tracked + self._cost > _FORM_TRACKING_BYTES:
+            self.clear()
+            self._tracked = 0
+        self._tracked += self._cost
+        waiting = self[form_id] = set(self._questions)
+        return waiting
+
+
 def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organization_id, task_id
                   ) -> Iterator[ParsedBatch]:
     """Cut the stream into batches of `limits.rows` records (valid or not), or fewer whose COPY data
@@ -105,10 +146,7 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
     width = len(header.columns)
     prefix, suffix = f"{organization_id}\t", f"\t{task_id}\n"
     records = stream.records()
-    # Per form, the question positions no row of it has answered yet (what that costs, roughly, in bytes).
-    unanswered: dict[str, set[int]] = {}
-    tracking_cost = 300 + 40 * len(question_index)
-    tracked = 0
+    unanswered = _Unanswered(question_index)
     while True:
         batch = ParsedBatch(start_offset=stream.offset)
         seen_ids: set[str] = set()
@@ -116,23 +154,9 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
         count = 0
         size = 0
         for line, row in records:
-            reason = None
-            if isinstance(row, str):
-                reason = row
-            elif not row:
+            if not row and not isinstance(row, str):  # a blank line (an unreadable record is a str reason)
                 continue
-            elif len(row) != width:
-                reason = f"expected {width} columns, found {len(row)}"
-            else:
-                response_id = parse_response_id(row[rid])
-                submitted_at = parse_submitted_at(row[sat])
-                form_id = row[fid].strip()
-                if response_id is None:
-                    reason = f"response_id {_shown(row[rid])} is not a UUID"
-                elif not form_id:
-                    reason = "form_id is empty"
-                elif submitted_at is None:
-                    reason = f"submitted_at {_shown(row[sat])} is not an ISO-8601 date-time"
+            reason, response_id, form_id, submitted_at = _checked(row, width, rid, fid, sat)
             count += 1
             if reason is not None:
                 batch.rejected += 1
@@ -144,11 +168,7 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
                 seen_ids.add(response_id)
                 waiting = unanswered.get(form_id)
                 if waiting is None and question_index:
-                    if tracked + tracking_cost > _FORM_TRACKING_BYTES:
-                        unanswered.clear()
-                        tracked = 0
-                    waiting = unanswered[form_id] = set(question_index)
-                    tracked += tracking_cost
+                    waiting = unanswered.start(form_id)
                 if waiting:
                     answered = {i for i in waiting if row[i]}
                     if answered:

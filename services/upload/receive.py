@@ -14,7 +14,7 @@ import falcon
 import http_sf
 
 from services import upload
-from services.gateway.problems import Problem
+from services.http.problems import Problem
 from services.upload.csv_format import BadHeader, read_header
 from shared import storage
 from shared import tasks as t
@@ -136,7 +136,7 @@ def store_upload(db, caller, form, body: RequestBody, stream, max_upload_bytes: 
         file_id, params = stored
         task = t.create_task(
             cur, organization_id=caller.organization_id, kind=upload.KIND, queue_name=upload.QUEUE,
-            actor_name=upload.ACTOR, progress_unit="bytes", actor=caller.actor, params=params,
+            actor_name=upload.ACTOR, progress_unit="bytes", actor=caller.requested_by, params=params,
         )
         storage.attach_to_task(cur, file_id, task.id)
     return task

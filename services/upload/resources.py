@@ -5,8 +5,8 @@ from __future__ import annotations
 import falcon
 import falcon.media
 
-from services.gateway.accepted import start_task
-from services.gateway.problems import Problem
+from services.http.accepted import start_task
+from services.http.problems import Problem
 from services.upload.receive import BodyIncomplete, RequestBody, content_digests, store_upload
 from shared import storage
 

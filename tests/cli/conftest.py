@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 from tests.conftest import new_key, wait_for
 from tests.gateway.conftest import live_gateway  # noqa: F401  (the same gunicorn fixture, for these tests)
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from falcon import testing
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 from shared import tasks as t
 from tests.conftest import auth, count_responses, get_task, new_key, upload, wait_for, wait_for_state
 

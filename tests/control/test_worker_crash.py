@@ -11,8 +11,8 @@ import time
 
 from dramatiq.brokers.redis import RedisBroker
 
+from scripts.sample_data import csv_bytes
 from services.control.commands import TaskControl
-from services.upload.sample_data import csv_bytes
 from tests.conftest import ROOT, count_responses, upload, wait_for
 
 ROWS = 30_000

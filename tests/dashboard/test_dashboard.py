@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 from tests.conftest import count_responses, multipart, new_key, wait_for
 from tests.dashboard.conftest import sign_in
 

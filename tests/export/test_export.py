@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 from tests.conftest import auth, new_key, upload, wait_for_state
 from tests.export.conftest import (
     csv_file,

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 from tests.conftest import ROOT, auth, get_task, wait_for, wait_for_state
 from tests.export.conftest import (
     download,

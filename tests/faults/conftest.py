@@ -175,7 +175,9 @@ def start_worker(namespace: str, threads: int = 4, **env: str) -> subprocess.Pop
     return subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "dramatiq"), *WORKER_MODULES,
          "--queues", "upload", "export", "control", "--processes", "1", "--threads", str(threads)],
-        env={**os.environ, "BROKER_NAMESPACE": namespace, **env}, cwd=ROOT, start_new_session=True,
+        # Its own port for Dramatiq's Prometheus exporter: another worker may hold the default one.
+        env={**os.environ, "BROKER_NAMESPACE": namespace, "dramatiq_prom_port": str(free_port()), **env},
+        cwd=ROOT, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=_worker_log(),
     )
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from dramatiq.brokers.redis import RedisBroker
 
+from scripts.sample_data import csv_bytes
 from services.control.commands import TaskControl
-from services.upload.sample_data import csv_bytes
 from tests.conftest import auth, get_task, new_key, upload, wait_for, wait_for_state
 from tests.export.conftest import rows_of
 from tests.faults.conftest import (

@@ -17,7 +17,7 @@ import pytest
 from dramatiq.brokers.redis import RedisBroker
 from falcon import testing
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 from shared import orgs
 from shared.db import Database
 from shared.embedded import EMBEDDED_DATABASE, ensure_database

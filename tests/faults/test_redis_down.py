@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from services.upload.sample_data import write_responses
+from scripts.sample_data import write_responses
 from shared.db import Database, recreate_database
 from tests.conftest import auth, multipart, wait_for
 from tests.faults.conftest import Gateway, free_port, running, timed

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 
 from dramatiq.brokers.redis import RedisBroker
 
+from scripts.sample_data import csv_bytes
 from services.control.commands import TaskControl
-from services.upload.sample_data import csv_bytes
 from tests.conftest import auth, get_task, new_key, upload, wait_for, wait_for_state
 from tests.faults.conftest import SEED, export_bytes, reached, running_worker, task_files, task_row, task_rows
 
@@ -27,7 +27,9 @@ YEAR = {"from_date": "2024-01-01", "to_date": "2024-12-31"}
 
 def worker_env(rt, **extra: str) -> dict[str, str]:
     """The worker's environment: tiny batches, and a connection name that lets the test find its backends."""
-    return {**TINY_BATCHES, "DATABASE_URL": f"{rt.settings.database_url}?application_name={WORKER_APP}", **extra}
+    url = rt.settings.database_url  # an embedded server's URL already has a query (its socket directory)
+    separator = "&" if "?" in url else "?"
+    return {**TINY_BATCHES, "DATABASE_URL": f"{url}{separator}application_name={WORKER_APP}", **extra}
 
 
 def terminate_worker_backends(rt) -> int:

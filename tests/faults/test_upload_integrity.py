@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 from tests.conftest import ROOT, auth, multipart, new_key, stored_for, wait_for, wait_for_state
 from tests.gateway.conftest import free_port, wait_until_up
 

@@ -17,6 +17,7 @@ from dramatiq.brokers.redis import RedisBroker
 from falcon import testing
 
 from tests.conftest import ROOT, upload, wait_for, wait_for_state
+from tests.gateway.conftest import free_port
 
 PEAK_LIMIT_BYTES = 400 * 1024 * 1024
 
@@ -37,7 +38,9 @@ class UploadWorker:
         self.namespace = namespace
 
     def worker_pids(self) -> list[int]:
-        return [child.pid for child in psutil.Process(self.process.pid).children(recursive=True)]
+        """The live processes Dramatiq forked (a child that already exited, e.g. an exporter, has no memory)."""
+        return [child.pid for child in psutil.Process(self.process.pid).children(recursive=True)
+                if child.status() != psutil.STATUS_ZOMBIE]
 
     def reset_peak(self) -> None:
         """Start measuring the peak afresh (Linux: writing 5 to clear_refs resets VmHWM), so that each
@@ -59,7 +62,9 @@ def upload_worker(rt):
     log = Path(tempfile.mkdtemp(prefix="collect-rss-")) / "worker.log"
     # The production batch sizes (the test suite's environment shrinks UPLOAD_BATCH_ROWS to 200).
     env = {**os.environ, "BROKER_NAMESPACE": namespace, "UPLOAD_BATCH_ROWS": "20000",
-           "UPLOAD_BATCH_BYTES": str(16 * 1024 * 1024), "TASK_LEASE_SECONDS": "30"}
+           "UPLOAD_BATCH_BYTES": str(16 * 1024 * 1024), "TASK_LEASE_SECONDS": "30",
+           # Its own port for Dramatiq's Prometheus exporter: another worker may hold the default one.
+           "dramatiq_prom_port": str(free_port())}
     with log.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "dramatiq", "services.upload.actors", "--skip-logging", "--queues", "upload",

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 from tests.conftest import ROOT, auth, get_task, new_key, upload, wait_for, wait_for_state
 from tests.faults.conftest import (
     SEED,

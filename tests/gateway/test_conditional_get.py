@@ -3,7 +3,7 @@ body as soon as anything does. The dashboard's once-a-second polling relies on i
 
 from __future__ import annotations
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 from tests.conftest import auth, upload
 
 

@@ -7,7 +7,7 @@ import pytest
 from falcon import testing
 
 from services.gateway.openapi import documented_path, routes
-from services.gateway.problems import PROBLEM_JSON
+from services.http.problems import PROBLEM_JSON
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 from shared.logs import JsonFormatter
 from tests.conftest import ROOT, upload, wait_for, wait_for_state
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 from shared import orgs
 from shared.db import Database, drop_database, recreate_database
 from shared.migrate import migrate

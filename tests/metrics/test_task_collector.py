@@ -12,8 +12,8 @@ from dramatiq.brokers.redis import RedisBroker
 from falcon import testing
 from prometheus_client.parser import text_string_to_metric_families
 
+from scripts.sample_data import csv_bytes
 from services.gateway.app import create_app
-from services.upload.sample_data import csv_bytes
 from shared import tasks as t
 from tests.conftest import new_key, upload
 from tests.export.conftest import export_csv, rows_of, upload_responses

@@ -6,8 +6,8 @@ import io
 
 import pytest
 
+from scripts.sample_data import csv_bytes
 from services.upload.csv_format import BadHeader, CsvStream, read_header
-from services.upload.sample_data import csv_bytes
 
 TRICKY = (
     "\ufeffresponse_id,form_id,submitted_at,note\r\n"

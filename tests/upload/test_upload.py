@@ -8,7 +8,7 @@ from datetime import UTC
 
 from falcon import testing
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 from tests.conftest import auth, count_responses, get_task, multipart, upload, wait_for_state
 
 HEADER = "response_id,form_id,submitted_at,name,city\n"

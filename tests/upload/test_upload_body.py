@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from services.upload.sample_data import csv_bytes
+from scripts.sample_data import csv_bytes
 from tests.conftest import auth, multipart, new_key, stored_for, wait_for_state
 
 DATA = csv_bytes(50, seed=41)

@@ -8,10 +8,15 @@ from shared.tasks import Task
 from shared.wake import wake_task
 
 
+def answer_accepted(resp: falcon.Response, task: Task) -> None:
+    """Answer 202 with the stored task and its URL."""
+    resp.status = falcon.HTTP_202
+    resp.set_header("Location", f"/api/tasks/{task.id}/")
+    resp.media = task.to_json()
+
+
 def start_task(resp: falcon.Response, db, broker, task: Task) -> None:
     """Send the new task's message to its service and answer 202 with the task and its URL. The task is
     already stored: with Redis down it stays queued and the sweep sends its message later."""
     wake_task(db, broker, task)
-    resp.status = falcon.HTTP_202
-    resp.set_header("Location", f"/api/tasks/{task.id}/")
-    resp.media = task.to_json()
+    answer_accepted(resp, task)
