@@ -23,7 +23,7 @@ import psycopg2.errors
 from shared import metrics, storage
 from shared import tasks as t
 from shared.broker import schedule_pause_expiry
-from shared.control_middleware import ControlMiddleware, StopRequested
+from shared.stop_requests import StopListener, StopRequested
 from shared.tasks import Task, TaskState
 from shared.transient import Backoff, describe, is_transient
 
@@ -174,7 +174,7 @@ class BatchRunner:
                checkpoint: dict[str, Any] | None) -> Step:
         """One batch and its checkpoint in one transaction; the state read back says what comes next. A
         pause or revoke read here lets the batch commit: the next step confirms it (a revoke undoes it)."""
-        control = ControlMiddleware.of(self.broker)
+        control = StopListener.of(self.broker)
         started = time.monotonic()
         with self.db.transaction() as cur:
             with control.interruptible(task.id, cur.connection) if control else nullcontext():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
-from periodiq import PeriodiqMiddleware
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
@@ -18,28 +17,15 @@ EXPIRE_PAUSE_ACTOR = "expire_pause"
 SWEEP_ACTOR = "sweep"
 
 
-def create_broker(redis_url: str, db, namespace: str = "dramatiq",
-                  recovery_sweep_after: float | None = None, timeout: float | None = None) -> RedisBroker:
-    """A Redis broker with the task-control, heartbeat and log-context middleware, installed as
-    Dramatiq's global broker. With `timeout`, connecting to Redis and each command give up after that
-    many seconds (redis.TimeoutError) instead of waiting on a server that does not answer."""
-    from shared.control_middleware import ControlMiddleware
-    from shared.heartbeat_middleware import Heartbeat
-    from shared.log_context_middleware import LogContext
-    from shared.worker_metrics import WorkerPrometheus
-
+def create_broker(redis_url: str, namespace: str = "dramatiq", timeout: float | None = None) -> RedisBroker:
+    """A Redis broker with Dramatiq's default middleware only (shared.runtime adds ours). With `timeout`,
+    connecting to Redis and each command give up after that many seconds (redis.TimeoutError) instead of
+    waiting on a server that does not answer."""
     # One retry (redis-py's default is three): a blip is absorbed, and an unanswering Redis costs at most
     # two timeouts, so a gateway request that sends a message still answers within seconds.
     client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                   retry=Retry(ExponentialWithJitterBackoff(), 1))
-    broker = RedisBroker(client=client, namespace=namespace)
-    broker.add_middleware(PeriodiqMiddleware(skip_delay=30))
-    broker.add_middleware(ControlMiddleware(db, recovery_sweep_after))
-    broker.add_middleware(Heartbeat())
-    broker.add_middleware(LogContext())
-    broker.add_middleware(WorkerPrometheus())
-    dramatiq.set_broker(broker)
-    return broker
+    return RedisBroker(client=client, namespace=namespace)
 
 
 def send_task_message(broker: dramatiq.Broker, queue_name: str, actor_name: str, task_id) -> None:

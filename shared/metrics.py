@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.health import SERVICES, oldest_message_age, redis_client
+from shared.tasks.states import STOPPING_STATES, TaskState, names
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ _ADD_THROUGHPUT = """
 # the database's clock, so the latency is right whichever machines requested and confirmed it.
 _PAUSE_LATENCY = """
     SELECT extract(epoch FROM clock_timestamp() - max(at)) AS seconds
-    FROM task_events WHERE task_id = %s AND to_state = 'pausing'
+    FROM task_events WHERE task_id = %(id)s AND to_state = %(pausing)s
 """
 # One index-only scan (tasks_kind_state) per scrape.
 _TASKS_BY_KIND_AND_STATE = """
@@ -67,10 +68,9 @@ _OLDEST_STOPPING = """
     FROM tasks t CROSS JOIN LATERAL (
         SELECT max(at) AS at FROM task_events WHERE task_id = t.id AND to_state = t.state
     ) e
-    WHERE t.state IN ('pausing', 'revoking')
+    WHERE t.state = ANY(%(stopping)s)
     GROUP BY t.kind, t.state
 """
-STOPPING_STATES = ("pausing", "revoking")
 # A scrape must not hang on a locked or overloaded database: it reports the source as down instead.
 SCRAPE_TIMEOUT_SECONDS = 5
 
@@ -122,7 +122,7 @@ def record_batch(cur, kind: str, rows: int, bytes_: int, seconds: float) -> None
 
 def record_pause(cur, kind: str, task_id: uuid.UUID) -> None:
     """Observe the latency of the pause being confirmed in `cur`'s transaction."""
-    cur.execute(_PAUSE_LATENCY, (task_id,))
+    cur.execute(_PAUSE_LATENCY, {"id": task_id, "pausing": str(TaskState.PAUSING)})
     row = cur.fetchone()
     if row and row["seconds"] is not None:
         _get_instruments().pause_latency.labels(kind).observe(max(0.0, float(row["seconds"])))
@@ -191,15 +191,13 @@ class TaskCollector:
         yield up
 
     def _database_metrics(self, counter, gauge) -> list[Any]:
-        from shared.tasks import TaskState  # shared.tasks counts its transitions here: imported when used
-
         with self.db.transaction() as cur:
             cur.execute("SET LOCAL statement_timeout = %s", (SCRAPE_TIMEOUT_SECONDS * 1000,))
             cur.execute(_TASKS_BY_KIND_AND_STATE)
             by_kind_state = cur.fetchall()
             cur.execute(_THROUGHPUT)
             throughput = cur.fetchall()
-            cur.execute(_OLDEST_STOPPING)
+            cur.execute(_OLDEST_STOPPING, {"stopping": names(STOPPING_STATES)})
             stopping = {(row["kind"], row["state"]): row["seconds"] for row in cur.fetchall()}
         tasks = gauge("collect_tasks", "Tasks by kind and state, now.", labels=["kind", "state"])
         timeouts = counter("collect_task_pause_timeout_revocations", "Tasks revoked because they stayed "

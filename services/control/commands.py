@@ -9,7 +9,7 @@ import uuid
 
 from shared import storage
 from shared import tasks as t
-from shared.control_middleware import announce_stop
+from shared.stop_requests import announce_stop
 from shared.tasks import Task, TaskState
 from shared.wake import schedule_pause_expiry_or_leave_to_sweep, wake_task
 
