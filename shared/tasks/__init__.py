@@ -57,6 +57,7 @@ from shared.tasks.transitions import (
     TransitionRefused,
     apply,
 )
+from shared.tasks.waiting import SAFETY_POLL_SECONDS, wait_for_change
 
 __all__ = [
     "CANCEL_PAUSE", "CHANGES_CHANNEL", "COMPLETE", "CONFIRM_PAUSE", "CONFIRM_REVOKE", "EXPIRE_FAILURE", "EXPIRE_PAUSE",
@@ -65,5 +66,5 @@ __all__ = [
     "TERMINAL_STATES", "WORKER_STATES", "WORKING_STATES", "Task", "TaskNotFound", "TaskState", "Transition",
     "TransitionRefused", "apply", "claim", "create_task", "expired_failures", "expired_pauses", "get_task",
     "hold_of", "list_tasks", "mark_enqueued", "mark_message_lost", "record_event", "renew_lease", "save_progress",
-    "stalled_tasks", "task_events",
+    "stalled_tasks", "task_events", "SAFETY_POLL_SECONDS", "wait_for_change",
 ]
