@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.health import SERVICES, oldest_message_age, redis_client
-from shared.tasks.states import STOPPING_STATES, TaskState, names
+from shared.task_states import STOPPING_STATES, TaskState, names
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ _ADD_THROUGHPUT = """
 # the database's clock, so the latency is right whichever machines requested and confirmed it.
 _PAUSE_LATENCY = """
     SELECT extract(epoch FROM clock_timestamp() - max(at)) AS seconds
-    FROM task_events WHERE task_id = %(id)s AND to_state = %(pausing)s
+    FROM task_events WHERE task_id = %(id)s AND to_state = %(to_state)s
 """
 # One index-only scan (tasks_kind_state) per scrape.
 _TASKS_BY_KIND_AND_STATE = """
@@ -122,7 +122,7 @@ def record_batch(cur, kind: str, rows: int, bytes_: int, seconds: float) -> None
 
 def record_pause(cur, kind: str, task_id: uuid.UUID) -> None:
     """Observe the latency of the pause being confirmed in `cur`'s transaction."""
-    cur.execute(_PAUSE_LATENCY, {"id": task_id, "pausing": str(TaskState.PAUSING)})
+    cur.execute(_PAUSE_LATENCY, {"id": task_id, "to_state": str(TaskState.PAUSING)})
     row = cur.fetchone()
     if row and row["seconds"] is not None:
         _get_instruments().pause_latency.labels(kind).observe(max(0.0, float(row["seconds"])))

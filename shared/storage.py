@@ -11,7 +11,7 @@ import struct
 import uuid
 from collections.abc import Iterator
 
-from shared.tasks.states import TaskState
+from shared.task_states import TaskState
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -172,7 +172,7 @@ def delete_task_files(cur, task_id: uuid.UUID) -> int:
 _DELETE_EXPIRED = """
 DELETE FROM stored_files f USING tasks t
 WHERE f.task_id = t.id AND f.purpose = %(purpose)s
-  AND t.kind = %(kind)s AND t.state = %(completed)s
+  AND t.kind = %(kind)s AND t.state = %(state)s
   AND t.finished_at < now() - make_interval(hours => %(hours)s)
 RETURNING f.task_id
 """
@@ -181,7 +181,7 @@ RETURNING f.task_id
 def delete_expired_files(cur, *, kind: str, purpose: str, retention_hours: int) -> list[uuid.UUID]:
     """Delete the `purpose` files of `kind` tasks that completed more than `retention_hours` ago; returns
     their tasks. Running it twice at once deletes nothing more (the second finds no files)."""
-    cur.execute(_DELETE_EXPIRED, {"completed": str(TaskState.COMPLETED), "kind": kind, "purpose": purpose,
+    cur.execute(_DELETE_EXPIRED, {"state": str(TaskState.COMPLETED), "kind": kind, "purpose": purpose,
                                   "hours": retention_hours})
     return [row["task_id"] for row in cur.fetchall()]
 

@@ -1,10 +1,20 @@
 """The task core: states, the task record, the transitions and a worker's lease.
 
-`shared.tasks.states` spells the states; `model` is the record and its API JSON; `transitions` is the table
+`shared.task_states` (outside the package, so that the client and the metrics can import it alone) spells
+the states; `model` is the record and its API JSON; `transitions` is the table
 of every guarded change and `apply`; `leases` is a worker's claim and checkpoint; `waiting` wakes a request
 that waits for a task to change. Call sites use the names re-exported here (`from shared import tasks as t`).
 """
 
+from shared.task_states import (
+    LEASED_STATES,
+    MESSAGE_STATES,
+    STOPPING_STATES,
+    TERMINAL_STATES,
+    WORKER_STATES,
+    WORKING_STATES,
+    TaskState,
+)
 from shared.tasks.leases import (
     MESSAGE_LOST_SQL,
     claim,
@@ -26,15 +36,6 @@ from shared.tasks.model import (
     list_tasks,
     record_event,
     task_events,
-)
-from shared.tasks.states import (
-    LEASED_STATES,
-    MESSAGE_STATES,
-    STOPPING_STATES,
-    TERMINAL_STATES,
-    WORKER_STATES,
-    WORKING_STATES,
-    TaskState,
 )
 from shared.tasks.transitions import (
     CANCEL_PAUSE,

@@ -8,8 +8,8 @@ from typing import Any
 
 from psycopg2.extras import Json
 
+from shared.task_states import LEASED_STATES, MESSAGE_STATES, TaskState, names
 from shared.tasks.model import Task, TaskNotFound
-from shared.tasks.states import LEASED_STATES, MESSAGE_STATES, TaskState, names
 from shared.tasks.transitions import START, TAKE_OVER, TransitionRefused, apply
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from psycopg2.extras import Json
 
 from shared import metrics
-from shared.tasks.states import WORKING_STATES, TaskState, names
+from shared.task_states import WORKING_STATES, TaskState, names
 
 
 class TaskNotFound(LookupError):

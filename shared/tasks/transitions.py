@@ -14,8 +14,8 @@ from typing import Any
 
 from psycopg2.extras import Json
 
+from shared.task_states import LEASED_STATES, TaskState, names
 from shared.tasks.model import Task, get_task, record_event
-from shared.tasks.states import LEASED_STATES, TaskState, names
 
 # The channel a committed transition is announced on; the payload is the task's id.
 CHANGES_CHANNEL = "task_changes"

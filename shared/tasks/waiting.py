@@ -16,8 +16,8 @@ import uuid
 import psycopg2.extras
 from psycopg2 import sql
 
+from shared.task_states import TaskState
 from shared.tasks.model import Task, get_task
-from shared.tasks.states import TaskState
 from shared.tasks.transitions import CHANGES_CHANNEL
 
 # The safety net only: a wait is normally ended by the notification of the change it waits for.
