@@ -115,9 +115,10 @@ class StopListener(Middleware):
             return task_id in self._in_batch
 
     def interrupt(self, task_id: str) -> bool:
-        """Interrupt the task's batch if it runs in this process; whether it did."""
+        """Interrupt the task's batch if it runs in this process; whether it did. A batch is interrupted once,
+        however many listeners hear the request."""
         with self._lock:
-            entry = self._in_batch.get(task_id)
+            entry = self._in_batch.pop(task_id, None)
             if entry is None:
                 return False
             connection, thread_id = entry

@@ -1,7 +1,9 @@
 """Upload: import a CSV file of form responses, as a pausable task."""
 
-KIND = "upload"
-QUEUE = "upload"
-ACTOR = "run_upload"
+from shared.kinds import TaskKind, register
+
+KIND_SPEC = register(TaskKind("upload", queue="upload", actor_name="run_upload", progress_unit="bytes"))
+# The names other modules of the package (and the tests) use.
+KIND, QUEUE, ACTOR = KIND_SPEC.name, KIND_SPEC.queue, KIND_SPEC.actor_name
 # stored_files.purpose of an uploaded file (kept UPLOAD_FILE_RETENTION_HOURS after the import completes).
 FILE_PURPOSE = "upload"
