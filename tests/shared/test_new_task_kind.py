@@ -164,3 +164,18 @@ def test_a_task_of_the_kind_survives_its_worker_crashing(rt, tally):
     assert batch_starts[str(task.id)][:2] == [0, MARKS_PER_BATCH]
     assert marks(rt, task) == 12
     assert completed.result == {"marks": 12}
+
+
+def test_the_guide_names_only_what_exists():
+    # The guide's imports from shared are the extension point this module uses: each one exists.
+    import importlib
+    import re
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "adding-a-task-kind.md").read_text()
+    imports = re.findall(r"^from (shared[\w.]*) import (.+)$", guide, flags=re.MULTILINE)
+    assert {module for module, _ in imports} >= {"shared.kinds", "shared.batch_runner", "shared.wake"}
+    for module, names in imports:
+        for name in names.split(", "):
+            assert hasattr(importlib.import_module(module), name), f"{module}.{name}"
+    assert "register(TaskKind(" in guide and "task_actor(" in guide and ".create(cur" in guide
