@@ -20,6 +20,7 @@ import dramatiq
 
 from shared import tasks
 from shared.batch_runner import BatchJob, BatchRunner
+from shared.runtime import Runtime
 
 # A task runs for as long as its batches take (a week at most): pausing, not a time limit, is how it stops.
 TASK_TIME_LIMIT_MS = 7 * 24 * 3600 * 1000
@@ -63,7 +64,7 @@ def registered() -> tuple[TaskKind, ...]:
     return tuple(_REGISTRY.values())
 
 
-def task_actor(kind: TaskKind, make_job: Callable[[], BatchJob], runtime) -> dramatiq.Actor:
+def task_actor(kind: TaskKind, make_job: Callable[[], BatchJob], runtime: Runtime) -> dramatiq.Actor:
     """Declare the kind's worker actor on `runtime.broker`: each message runs a fresh job from `make_job()`
     under the batch runner, from the task's checkpoint until it completes, fails, pauses or is revoked."""
 

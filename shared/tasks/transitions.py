@@ -31,8 +31,6 @@ class TransitionRefused(Exception):
         self.action = action
 
 
-
-
 @dataclass(frozen=True)
 class Transition:
     """A named, guarded state change. `assignments` is fixed SQL with %(name)s parameters only."""
