@@ -15,7 +15,7 @@ import time
 import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import StrEnum, auto
 from typing import Any, Protocol
 
 import psycopg2.errors
@@ -23,7 +23,7 @@ import psycopg2.errors
 from shared import metrics, storage
 from shared import tasks as t
 from shared.broker import schedule_pause_expiry
-from shared.control_middleware import ControlMiddleware, StopRequested
+from shared.stop_requests import StopListener, StopRequested
 from shared.tasks import Task, TaskState
 from shared.transient import Backoff, describe, is_transient
 
@@ -39,15 +39,15 @@ class TaskFailed(Exception):
 
 
 class Stop(StrEnum):
-    """Why one step of the run loop ended: what the loop does next."""
+    """Why one step of the run loop ended: what the loop does next (each value is its lowercase name)."""
 
-    CONTINUE = "continue"  # go on in the state (and from the checkpoint) the step reports
-    PAUSE = "pause"  # the pause was confirmed: the run ends
-    REVOKE = "revoke"  # the task was rolled back: the run ends
-    LEASE_LOST = "lease_lost"  # another worker holds the task now: the run ends without writes
-    FINISHED = "finished"  # the last batch committed with the task's result
-    FAILED = "failed"  # the job cannot finish: the task fails, keeping its committed work
-    RETRY = "retry"  # a transient database error rolled the step back: do it again after a backoff
+    CONTINUE = auto()  # go on in the state (and from the checkpoint) the step reports
+    PAUSE = auto()  # the pause was confirmed: the run ends
+    REVOKE = auto()  # the task was rolled back: the run ends
+    LEASE_LOST = auto()  # another worker holds the task now: the run ends without writes
+    FINISHED = auto()  # the last batch committed with the task's result
+    FAILED = auto()  # the job cannot finish: the task fails, keeping its committed work
+    RETRY = auto()  # a transient database error rolled the step back: do it again after a backoff
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ class BatchRunner:
                checkpoint: dict[str, Any] | None) -> Step:
         """One batch and its checkpoint in one transaction; the state read back says what comes next. A
         pause or revoke read here lets the batch commit: the next step confirms it (a revoke undoes it)."""
-        control = ControlMiddleware.of(self.broker)
+        control = StopListener.of(self.broker)
         started = time.monotonic()
         with self.db.transaction() as cur:
             with control.interruptible(task.id, cur.connection) if control else nullcontext():

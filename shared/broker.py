@@ -7,12 +7,27 @@ wake an upload or export worker without importing that service's code.
 from __future__ import annotations
 
 import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from shared.services import CONTROL
 
 CONTROL_QUEUE = CONTROL.queue
 EXPIRE_PAUSE_ACTOR = "expire_pause"
 SWEEP_ACTOR = "sweep"
+
+
+def create_broker(redis_url: str, namespace: str = "dramatiq", timeout: float | None = None) -> RedisBroker:
+    """A Redis broker with Dramatiq's default middleware only (shared.runtime adds ours). With `timeout`,
+    connecting to Redis and each command give up after that many seconds (redis.TimeoutError) instead of
+    waiting on a server that does not answer."""
+    # One retry (redis-py's default is three): a blip is absorbed, and an unanswering Redis costs at most
+    # two timeouts, so a gateway request that sends a message still answers within seconds.
+    client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                  retry=Retry(ExponentialWithJitterBackoff(), 1))
+    return RedisBroker(client=client, namespace=namespace)
 
 
 def send_task_message(broker: dramatiq.Broker, queue_name: str, actor_name: str, task_id) -> None:

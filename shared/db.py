@@ -42,13 +42,36 @@ class Database:
     keepalives, so neither connecting to a server that does not answer nor waiting on a vanished one
     hangs a thread for long; a pooled connection whose server end is gone is replaced before use."""
 
-    def __init__(self, dsn: str, maxconn: int = 10, connect_timeout: int = 2) -> None:
+    def __init__(self, dsn: str, maxconn: int = 10, connect_timeout: int = 2, connection_factory=None) -> None:
         self.dsn = dsn
+        # psycopg2's hook for a connection class of one's own (the tests count statements with it).
+        self.connection_factory = connection_factory
         self.maxconn = maxconn
         self.connect_timeout = connect_timeout
         self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
         self._pid = 0
         self._lock = threading.Lock()
+
+    def _connect_options(self) -> dict:
+        options = {"connect_timeout": self.connect_timeout, "keepalives": 1, "keepalives_idle": 10,
+                   "keepalives_interval": 5, "keepalives_count": 2,
+                   # Uploads are fed to COPY as UTF-8 bytes and text is read back as UTF-8, whatever the
+                   # server's default, the locale or PGCLIENTENCODING say.
+                   "client_encoding": "UTF8"}
+        if self.connection_factory is not None:
+            options["connection_factory"] = self.connection_factory
+        return options
+
+    @contextmanager
+    def dedicated_connection(self) -> Iterator[psycopg2.extensions.connection]:
+        """A connection of its own, outside the pool, closed when the block ends: for LISTEN, which must
+        never leave a pooled connection receiving notifications (is_dead relies on idle pooled connections
+        receiving nothing). Raises one of UNAVAILABLE_ERRORS when the server cannot be reached."""
+        conn = psycopg2.connect(self.dsn, **self._connect_options())
+        try:
+            yield conn
+        finally:
+            conn.close()
 
     def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
         if self._pool is None or self._pid != os.getpid():
@@ -56,12 +79,7 @@ class Database:
                 if self._pool is None or self._pid != os.getpid():
                     # minconn 0: creating the pool never connects, so a server that is down when the
                     # first request comes is met (and reported) like one that goes down later.
-                    pool = psycopg2.pool.ThreadedConnectionPool(
-                        0, self.maxconn, self.dsn, connect_timeout=self.connect_timeout,
-                        keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=2,
-                        # Uploads are fed to COPY as UTF-8 bytes and text is read back as UTF-8, whatever the
-                        # server's default, the locale or PGCLIENTENCODING say.
-                        client_encoding="UTF8")
+                    pool = psycopg2.pool.ThreadedConnectionPool(0, self.maxconn, self.dsn, **self._connect_options())
                     # psycopg2 keeps at most `minconn` returned connections and closes the rest; raised
                     # after construction (which opens `minconn` at once), every connection is kept idle
                     # for reuse instead of a new connection per transaction.

@@ -28,6 +28,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from shared.task_states import TaskState
+
 # A batch is sized to take seconds (UPLOAD_BATCH_ROWS / EXPORT_BATCH_ROWS); the tail shows a slow database.
 BATCH_SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 # A pause is answered in about 0.1 s (fast stop) or at the next batch boundary; minutes mean a lost worker.
@@ -45,7 +47,7 @@ _ADD_THROUGHPUT = """
 # the database's clock, so the latency is right whichever machines requested and confirmed it.
 _PAUSE_LATENCY = """
     SELECT extract(epoch FROM clock_timestamp() - max(at)) AS seconds
-    FROM task_events WHERE task_id = %s AND to_state = 'pausing'
+    FROM task_events WHERE task_id = %(id)s AND to_state = %(to_state)s
 """
 
 
@@ -96,7 +98,7 @@ def record_batch(cur, kind: str, rows: int, bytes_: int, seconds: float) -> None
 
 def record_pause(cur, kind: str, task_id: uuid.UUID) -> None:
     """Observe the latency of the pause being confirmed in `cur`'s transaction."""
-    cur.execute(_PAUSE_LATENCY, (task_id,))
+    cur.execute(_PAUSE_LATENCY, {"id": task_id, "to_state": str(TaskState.PAUSING)})
     row = cur.fetchone()
     if row and row["seconds"] is not None:
         _get_instruments().pause_latency.labels(kind).observe(max(0.0, float(row["seconds"])))

@@ -10,7 +10,7 @@ from typing import Any
 
 from shared.health import oldest_message_age, redis_client
 from shared.services import SERVICES
-from shared.tasks import TaskState
+from shared.task_states import STOPPING_STATES, TaskState, names
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +28,9 @@ _OLDEST_STOPPING = """
     FROM tasks t CROSS JOIN LATERAL (
         SELECT max(at) AS at FROM task_events WHERE task_id = t.id AND to_state = t.state
     ) e
-    WHERE t.state IN ('pausing', 'revoking')
+    WHERE t.state = ANY(%(stopping)s)
     GROUP BY t.kind, t.state
 """
-STOPPING_STATES = ("pausing", "revoking")
 # A scrape must not hang on a locked or overloaded database: it reports the source as down instead.
 SCRAPE_TIMEOUT_SECONDS = 5
 
@@ -74,7 +73,7 @@ class TaskCollector:
             by_kind_state = cur.fetchall()
             cur.execute(_THROUGHPUT)
             throughput = cur.fetchall()
-            cur.execute(_OLDEST_STOPPING)
+            cur.execute(_OLDEST_STOPPING, {"stopping": names(STOPPING_STATES)})
             stopping = {(row["kind"], row["state"]): row["seconds"] for row in cur.fetchall()}
         tasks = gauge("collect_tasks", "Tasks by kind and state, now.", labels=["kind", "state"])
         timeouts = counter("collect_task_pause_timeout_revocations", "Tasks revoked because they stayed "

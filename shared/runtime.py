@@ -1,5 +1,5 @@
-"""The collaborators of one worker or gateway process (settings, database pool, the broker with its
-middleware), built once from the environment."""
+"""The collaborators of one worker or gateway process, built once from the environment: the settings, the
+database pool, and the broker with the middleware every worker runs."""
 
 from __future__ import annotations
 
@@ -7,37 +7,18 @@ from dataclasses import dataclass
 from functools import cache
 
 import dramatiq
-import redis
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware
 from periodiq import PeriodiqMiddleware
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.retry import Retry
 
+from shared.broker import create_broker
 from shared.config import Settings
-from shared.control_middleware import ControlMiddleware
 from shared.db import Database
 from shared.heartbeat_middleware import Heartbeat
 from shared.log_context_middleware import LogContext
+from shared.recovery_sweep import RecoverySweep
+from shared.stale_messages import SkipStaleMessages
+from shared.stop_requests import StopListener
 from shared.worker_metrics import WorkerPrometheus
-
-
-def create_broker(redis_url: str, db, namespace: str = "dramatiq",
-                  recovery_sweep_after: float | None = None, timeout: float | None = None) -> RedisBroker:
-    """A Redis broker with the task-control, heartbeat and log-context middleware, installed as
-    Dramatiq's global broker. With `timeout`, connecting to Redis and each command give up after that
-    many seconds (redis.TimeoutError) instead of waiting on a server that does not answer."""
-    # One retry (redis-py's default is three): a blip is absorbed, and an unanswering Redis costs at most
-    # two timeouts, so a gateway request that sends a message still answers within seconds.
-    client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                  retry=Retry(ExponentialWithJitterBackoff(), 1))
-    broker = RedisBroker(client=client, namespace=namespace)
-    broker.add_middleware(PeriodiqMiddleware(skip_delay=30))
-    broker.add_middleware(ControlMiddleware(db, recovery_sweep_after))
-    broker.add_middleware(Heartbeat())
-    broker.add_middleware(LogContext())
-    broker.add_middleware(WorkerPrometheus())
-    dramatiq.set_broker(broker)
-    return broker
 
 
 @dataclass(frozen=True)
@@ -47,11 +28,28 @@ class Runtime:
     broker: dramatiq.Broker
 
 
+def worker_middleware(db: Database, settings: Settings) -> list[Middleware]:
+    """The middleware of every process's broker, in the order Dramatiq runs their hooks."""
+    return [
+        PeriodiqMiddleware(skip_delay=30),
+        StopListener(),
+        SkipStaleMessages(db),
+        # Once the tasks a crashed predecessor held have outlived their lease.
+        RecoverySweep(after_seconds=settings.task_lease_seconds + 1),
+        Heartbeat(),
+        LogContext(),
+        WorkerPrometheus(),
+    ]
+
+
 @cache
 def runtime() -> Runtime:
+    """This process's runtime; the broker is installed as Dramatiq's global broker."""
     settings = Settings.from_env()
     database_url, redis_url = settings.require_urls()
     db = Database(database_url, maxconn=settings.db_pool_size, connect_timeout=settings.dependency_timeout_seconds)
-    return Runtime(settings=settings, db=db, broker=create_broker(
-        redis_url, db, settings.broker_namespace, recovery_sweep_after=settings.task_lease_seconds + 1,
-        timeout=settings.dependency_timeout_seconds))
+    broker = create_broker(redis_url, settings.broker_namespace, timeout=settings.dependency_timeout_seconds)
+    for middleware in worker_middleware(db, settings):
+        broker.add_middleware(middleware)
+    dramatiq.set_broker(broker)
+    return Runtime(settings=settings, db=db, broker=broker)

@@ -22,6 +22,7 @@ from services.client.errors import ClientError, ExitCode
 from services.client.follow import follow
 from services.client.render import FINAL_STATES, Output, result_text, task_summary
 from services.client.transfer import download_file, upload_file
+from shared.task_states import TaskState
 
 _META = "collect.client."
 WATCH_SECONDS = 1.0
@@ -180,7 +181,7 @@ def export_range(client: Client, from_date: str, to_date: str, form_id: str | No
     if output == "-":
         client.out.data_on_stdout()
     task, code = _started(client, client.api.export(from_date, to_date, form_id), follow_it)
-    if follow_it and task["state"] == "completed":
+    if follow_it and task["state"] == TaskState.COMPLETED:
         saved = download_file(client.api, task["task_id"], client.out, output)
         if saved != "-":
             client.out.note(f"Saved {saved}.")

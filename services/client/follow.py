@@ -23,6 +23,7 @@ from services.client.render import (
     rate,
     task_summary,
 )
+from shared.task_states import TaskState
 
 POLL_SECONDS = 0.5
 # Without a terminal, a progress line is printed at most this often (a change of state always is).
@@ -34,7 +35,8 @@ INTERRUPT_CHOICES = ("pause", "revoke", "detach")
 
 def outcome(task: dict[str, Any]) -> ExitCode:
     """0 when the task completed, 1 when it failed or was revoked (or is being revoked)."""
-    return ExitCode.FAILED if task["state"] in ("failed", "revoked", "revoking") else ExitCode.OK
+    unsuccessful = (TaskState.FAILED, TaskState.REVOKED, TaskState.REVOKING)
+    return ExitCode.FAILED if task["state"] in unsuccessful else ExitCode.OK
 
 
 def follow(api: Api, task: dict[str, Any], out: Output) -> tuple[dict[str, Any], ExitCode]:
@@ -52,10 +54,11 @@ def follow(api: Api, task: dict[str, Any], out: Output) -> tuple[dict[str, Any],
 
 def _fields(task: dict[str, Any], out: Output) -> dict[str, Any]:
     progress, state = task["progress"], out.state(task["state"])
-    if task["state"] == "paused" and task.get("pause_deadline"):
+    if task["state"] == TaskState.PAUSED and task.get("pause_deadline"):
         state += f" ({countdown(task['pause_deadline'])})"
-    return {"completed": progress["done"], "total": progress["total"], "percent": percent(task),
-            "done": done_of_total(task), "rate": rate(task), "eta": eta(task), "state": state}
+    # The fields of rich's progress bar (its `completed` is the task's done count, not a task state).
+    return dict(completed=progress["done"], total=progress["total"], percent=percent(task),
+                done=done_of_total(task), rate=rate(task), eta=eta(task), state=state)
 
 
 def _bar_until_final(api: Api, task: dict[str, Any], out: Output) -> dict[str, Any]:

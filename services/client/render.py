@@ -16,11 +16,13 @@ from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from shared.task_states import TERMINAL_STATES, TaskState
+
 STATE_STYLES = {
-    "queued": "cyan", "running": "blue", "pausing": "yellow", "paused": "bold yellow",
-    "revoking": "magenta", "revoked": "red", "completed": "green", "failed": "bold red",
+    TaskState.QUEUED: "cyan", TaskState.RUNNING: "blue", TaskState.PAUSING: "yellow", TaskState.PAUSED: "bold yellow",
+    TaskState.REVOKING: "magenta", TaskState.REVOKED: "red", TaskState.COMPLETED: "green", TaskState.FAILED: "bold red",
 }
-FINAL_STATES = frozenset({"completed", "failed", "revoked"})
+FINAL_STATES = TERMINAL_STATES
 # How many characters of an id the terminal table shows; every command accepts such a prefix back.
 SHORT_ID = 8
 # C0 and C1 control characters: in a server-supplied string they could move the cursor or recolour the
@@ -174,9 +176,9 @@ class Output:
             size = params.get("size_bytes")
             fields.append(("file", subject(task) + (f" ({decimal(size)})" if isinstance(size, int) else "")))
         fields += [(name, moment(task.get(key))) for name, key in (
-            ("created", "created_at"), ("started", "started_at"), ("paused", "paused_at"),
+            ("created", "created_at"), ("started", "started_at"), (str(TaskState.PAUSED), "paused_at"),
             ("finished", "finished_at")) if task.get(key)]
-        if task.get("pause_deadline") and task["state"] == "paused":
+        if task.get("pause_deadline") and task["state"] == TaskState.PAUSED:
             fields.append(("pause deadline", f"{moment(task['pause_deadline'])} ({countdown(task['pause_deadline'])})"))
         if task.get("revoke_reason"):
             fields.append(("revoke reason", clean(task["revoke_reason"])))

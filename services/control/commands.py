@@ -4,12 +4,11 @@ messages to workers are sent after the transaction commits."""
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 
 from shared import storage
 from shared import tasks as t
-from shared.control_middleware import announce_stop
+from shared.stop_requests import announce_stop
 from shared.tasks import Task, TaskState
 from shared.wake import schedule_pause_expiry_or_leave_to_sweep, wake_task
 
@@ -118,12 +117,7 @@ class TaskControl:
         return {"pauses_expired": expired, "failures_expired": failures_expired, "tasks_recovered": len(stalled)}
 
     def wait_for_change(self, organization_id: uuid.UUID, task_id: uuid.UUID, transient: TaskState,
-                        timeout: float, poll_interval: float = 0.02) -> Task:
-        """Poll until the task leaves `transient` (e.g. pausing) or `timeout` seconds pass."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self.db.transaction() as cur:
-                task = t.get_task(cur, task_id, organization_id)
-            if task.state is not transient or time.monotonic() >= deadline:
-                return task
-            time.sleep(poll_interval)
+                        timeout: float) -> Task:
+        """The task once it leaves `transient` (e.g. pausing), or as it is after `timeout` seconds; woken by
+        the transition's notification, not by polling (shared.tasks.waiting)."""
+        return t.wait_for_change(self.db, task_id, organization_id, transient, timeout)

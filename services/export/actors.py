@@ -11,7 +11,7 @@ from periodiq import cron
 from services import export
 from services.export.exporter import ExportJob
 from services.export.exports import Exports
-from shared.batch_runner import BatchRunner
+from shared.kinds import task_actor
 from shared.runtime import runtime
 
 logger = logging.getLogger(__name__)
@@ -19,11 +19,8 @@ logger = logging.getLogger(__name__)
 _rt = runtime()
 
 
-@dramatiq.actor(queue_name=export.QUEUE, actor_name=export.ACTOR, max_retries=0,
-                time_limit=7 * 24 * 3600 * 1000, controls_task=True)
-def run_export(task_id: str) -> None:
-    """Export the task's range from its checkpoint until it completes, pauses or is revoked."""
-    BatchRunner(_rt.db, _rt.broker, _rt.settings).run(ExportJob(_rt.settings.export_batch_rows), task_id)
+# Exports the task's range from its checkpoint until it completes, pauses or is revoked.
+run_export = task_actor(export.KIND_SPEC, lambda: ExportJob(_rt.settings.export_batch_rows), _rt)
 
 
 # Running it twice (two schedulers, periodiq has no lock) deletes nothing more: the second finds no files.

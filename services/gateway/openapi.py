@@ -20,6 +20,7 @@ from apispec.yaml_utils import load_operations_from_docstring
 
 from services.http.problems import PROBLEM_SCHEMA, problem_responses
 from shared.health import HEALTH_SCHEMA
+from shared.task_states import TaskState
 from shared.tasks import TASK_JSON_SCHEMA
 
 OPENAPI_VERSION = "3.1.0"
@@ -37,7 +38,7 @@ _HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
 
 
 _EXAMPLE_TASK = {
-    "task_id": "0b7f5c8e-9d0a-4c3e-8f1b-2a6d4e9c7b10", "kind": "upload", "state": "queued",
+    "task_id": "0b7f5c8e-9d0a-4c3e-8f1b-2a6d4e9c7b10", "kind": "upload", "state": TaskState.QUEUED.value,
     "progress": {"done": 0, "total": None, "unit": "bytes", "percent": None},
     "rate_per_second": None, "eta_seconds": None,
     "params": {"file_id": "5d2c8a41-7e3b-4f9a-b6c0-1e8d7f2a9b35", "filename": "responses.csv",
@@ -51,16 +52,16 @@ _STARTED = {"started_at": "2026-11-27T10:00:01Z", "updated_at": "2026-11-27T10:0
 # Task JSON in each state a response can show, for the documented responses to refer to.
 TASK_EXAMPLES = {
     "TaskQueued": _EXAMPLE_TASK,
-    "TaskRunning": {**_EXAMPLE_TASK, **_STARTED, "state": "running", "rate_per_second": 699050.7,
+    "TaskRunning": {**_EXAMPLE_TASK, **_STARTED, "state": TaskState.RUNNING.value, "rate_per_second": 699050.7,
                     "eta_seconds": 45.0},
-    "TaskPausing": {**_EXAMPLE_TASK, **_STARTED, "state": "pausing", "rate_per_second": 699050.7,
+    "TaskPausing": {**_EXAMPLE_TASK, **_STARTED, "state": TaskState.PAUSING.value, "rate_per_second": 699050.7,
                     "eta_seconds": 45.0},
-    "TaskPaused": {**_EXAMPLE_TASK, **_STARTED, "state": "paused", "paused_at": "2026-11-27T10:00:31Z",
+    "TaskPaused": {**_EXAMPLE_TASK, **_STARTED, "state": TaskState.PAUSED.value, "paused_at": "2026-11-27T10:00:31Z",
                    "pause_deadline": "2026-11-27T10:05:31Z"},
-    "TaskRevoking": {**_EXAMPLE_TASK, **_STARTED, "state": "revoking", "revoke_reason": "user"},
-    "TaskRevoked": {**_EXAMPLE_TASK, **_STARTED, "state": "revoked", "revoke_reason": "user",
+    "TaskRevoking": {**_EXAMPLE_TASK, **_STARTED, "state": TaskState.REVOKING.value, "revoke_reason": "user"},
+    "TaskRevoked": {**_EXAMPLE_TASK, **_STARTED, "state": TaskState.REVOKED.value, "revoke_reason": "user",
                     "finished_at": "2026-11-27T10:00:32Z"},
-    "TaskCompleted": {**_EXAMPLE_TASK, **_STARTED, "state": "completed",
+    "TaskCompleted": {**_EXAMPLE_TASK, **_STARTED, "state": TaskState.COMPLETED.value,
                       "progress": {"done": 52428800, "total": 52428800, "unit": "bytes", "percent": 100.0},
                       "finished_at": "2026-11-27T10:01:15Z",
                       "result": {"rows_inserted": 249998, "rows_skipped_duplicate": 1, "rows_rejected": 1,

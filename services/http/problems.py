@@ -6,6 +6,8 @@ import json
 
 import falcon
 
+from shared.task_states import TaskState
+
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -79,7 +81,8 @@ _PROBLEM_RESPONSES = {
              "after the export completes; start a new export", {},
              "The export's file was deleted by retention."),
     "Conflict": (409, "Invalid Task Transition", "cannot pause task 0b7f5c8e-9d0a-4c3e-8f1b-2a6d4e9c7b10: "
-                 "it is completed", {"state": "completed", "task_id": "0b7f5c8e-9d0a-4c3e-8f1b-2a6d4e9c7b10"},
+                 "it is completed",
+                 {"state": TaskState.COMPLETED.value, "task_id": "0b7f5c8e-9d0a-4c3e-8f1b-2a6d4e9c7b10"},
                  "The task's current state (in `state`) does not allow this change."),
     "ContentTooLarge": (413, "Payload Too Large",
                         "the file is larger than MAX_UPLOAD_BYTES (1073741824 bytes)",

@@ -11,7 +11,7 @@ from periodiq import cron
 from services import upload
 from services.upload.importer import BatchLimits, UploadJob
 from shared import storage
-from shared.batch_runner import BatchRunner
+from shared.kinds import task_actor
 from shared.runtime import runtime
 from shared.tasks import TaskState
 
@@ -20,12 +20,8 @@ logger = logging.getLogger(__name__)
 _rt = runtime()
 
 
-@dramatiq.actor(queue_name=upload.QUEUE, actor_name=upload.ACTOR, max_retries=0,
-                time_limit=7 * 24 * 3600 * 1000, controls_task=True)
-def run_upload(task_id: str) -> None:
-    """Import the task's file from its checkpoint until it completes, pauses or is revoked."""
-    job = UploadJob(_rt.db, BatchLimits.from_settings(_rt.settings))
-    BatchRunner(_rt.db, _rt.broker, _rt.settings).run(job, task_id)
+# Imports the task's file from its checkpoint until it completes, pauses or is revoked.
+run_upload = task_actor(upload.KIND_SPEC, lambda: UploadJob(_rt.db, BatchLimits.from_settings(_rt.settings)), _rt)
 
 
 # Running it twice (two schedulers, periodiq has no lock) deletes nothing more: the second finds no files.

@@ -134,10 +134,8 @@ def store_upload(db, caller, form, body: RequestBody, stream, max_upload_bytes: 
             raise Problem(falcon.HTTP_400, "the multipart body has no field named 'file'", parameter="file")
         body.finish(stream)
         file_id, params = stored
-        task = t.create_task(
-            cur, organization_id=caller.organization_id, kind=upload.KIND, queue_name=upload.QUEUE,
-            actor_name=upload.ACTOR, progress_unit="bytes", actor=caller.requested_by, params=params,
-        )
+        task = upload.KIND_SPEC.create(cur, organization_id=caller.organization_id, params=params,
+                                       actor=caller.requested_by)
         storage.attach_to_task(cur, file_id, task.id)
     return task
 

@@ -231,11 +231,11 @@ def test_a_booting_worker_schedules_a_recovery_sweep_after_the_lease(rt):
     import redis
     from dramatiq.brokers.redis import RedisBroker
 
-    from shared.control_middleware import ControlMiddleware
+    from shared.recovery_sweep import RecoverySweep
 
     namespace = f"boot-{uuid.uuid4().hex[:8]}"
     broker = RedisBroker(url=rt.settings.redis_url, namespace=namespace)
-    broker.add_middleware(ControlMiddleware(rt.db, recovery_sweep_after=rt.settings.task_lease_seconds + 1))
+    broker.add_middleware(RecoverySweep(after_seconds=rt.settings.task_lease_seconds + 1))
     worker = dramatiq.Worker(broker, queues={"nothing"}, worker_threads=1)
     worker.start()
     worker.stop()

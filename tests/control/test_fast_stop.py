@@ -1,4 +1,4 @@
-"""A stop request cancels the batch in flight (through the Redis channel the ControlMiddleware listens on)
+"""A stop request cancels the batch in flight (through the Redis channel the StopListener listens on)
 instead of waiting for the batch to end."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 from services.control.commands import TaskControl
 from shared import tasks as t
 from shared.batch_runner import Batch, BatchRunner
-from shared.control_middleware import ControlMiddleware
+from shared.stop_requests import StopListener
 from tests.conftest import new_key, wait_for
 
 
@@ -49,8 +49,8 @@ def start_slow_task(rt, in_python: bool = False):
     runner = threading.Thread(target=lambda: outcome.setdefault(
         "state", BatchRunner(rt.db, rt.broker, rt.settings).run(job, task.id)))
     runner.start()
-    middleware = ControlMiddleware.of(rt.broker)
-    wait_for(lambda: str(task.id) in middleware._in_batch, timeout=10)
+    middleware = StopListener.of(rt.broker)
+    wait_for(lambda: middleware.in_batch(str(task.id)), timeout=10)
     return task, job, runner, outcome
 
 
@@ -91,4 +91,4 @@ def test_revoke_cancels_the_batch_in_flight_and_rolls_back(rt, worker):
 
 
 def test_interrupt_of_a_task_not_in_a_batch_does_nothing(rt):
-    assert ControlMiddleware.of(rt.broker).interrupt("00000000-0000-0000-0000-000000000000") is False
+    assert StopListener.of(rt.broker).interrupt("00000000-0000-0000-0000-000000000000") is False

@@ -14,8 +14,8 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import SkipMessage
 
 from services.control.commands import TaskControl
-from shared.control_middleware import ControlMiddleware
 from shared.db import Database
+from shared.stale_messages import SkipStaleMessages
 from shared.transient import describe, is_transient, with_retries
 
 POOL = 4
@@ -65,7 +65,7 @@ def test_the_sweep_survives_dead_pooled_connections(rt):
 def test_the_stale_message_check_survives_dead_pooled_connections(rt):
     db = pool_of_dead_connections(rt)
     broker = RedisBroker(url=rt.settings.redis_url, namespace="stale")
-    middleware = ControlMiddleware(db)
+    middleware = SkipStaleMessages(db)
     broker.add_middleware(middleware)
 
     @dramatiq.actor(broker=broker, queue_name="stale", actor_name="stale_task", controls_task=True)
