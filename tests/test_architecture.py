@@ -18,7 +18,7 @@ PACKAGES = ("services", "shared")
 DOMAINS = ("upload", "export", "control", "dashboard")
 # Modules and functions still over the size limits: to be split by the shared/ restructuring (the task
 # core as a package, the control middleware split, the typed batch loop). Nothing else may join this list.
-OVER_SIZE_ALLOWED = {"shared/tasks.py"}
+OVER_SIZE_ALLOWED: set[str] = set()
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
@@ -64,7 +64,7 @@ def test_the_import_graph_is_read_from_the_source():
     # Given the graph, then it holds the edges we know exist: a check that finds no edge finds no loop.
     assert "services.http.problems" in GRAPH["services.upload.resources"]
     assert "services.control.commands" in GRAPH["services.gateway.app"]
-    assert "shared.tasks" in GRAPH["shared.metrics_collector"]
+    assert "shared.task_states" in GRAPH["shared.metrics_collector"]
 
 
 def test_no_import_cycle_between_modules():
@@ -97,9 +97,10 @@ def test_a_domain_imports_neither_another_domain_nor_the_gateway(domain):
 
 
 def test_the_command_line_client_is_only_a_consumer_of_the_http_api():
-    # The client talks to the API over HTTP: it needs no server-side code.
+    # The client talks to the API over HTTP: it needs no server-side code, only the names of the states
+    # (shared.task_states: an enum, no database or broker code).
     wrong = {(module, target) for module, targets in GRAPH.items() if _layer(module) == "client"
-             for target in targets if _layer(target) != "client"}
+             for target in targets if _layer(target) != "client" and target != "shared.task_states"}
     assert not wrong
 
 

@@ -42,10 +42,8 @@ class Exports:
     def start(self, organization_id: uuid.UUID, requested_by: str, wanted: ExportRange) -> t.Task:
         """Store a queued export task and send its message (with Redis down the sweep sends it later)."""
         with self.db.transaction() as cur:
-            task = t.create_task(
-                cur, organization_id=organization_id, kind=export.KIND, queue_name=export.QUEUE,
-                actor_name=export.ACTOR, progress_unit="rows", actor=requested_by, params=wanted.to_params(),
-            )
+            task = export.KIND_SPEC.create(cur, organization_id=organization_id, params=wanted.to_params(),
+                                           actor=requested_by)
         wake_task(self.db, self.broker, task)
         return task
 
