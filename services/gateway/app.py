@@ -25,7 +25,7 @@ from services.gateway.middleware import ApiKeyAuth, RequestId
 from services.http.problems import serialize_problem
 from services.upload.resources import UploadResource
 from shared.db import UNAVAILABLE_ERRORS
-from shared.kinds import registered
+from shared.services import TASK_KINDS
 from shared.wake import BROKER_UNAVAILABLE
 
 
@@ -45,8 +45,7 @@ def create_app(db, broker, settings) -> falcon.App:
     app.add_route("/api/pause/{task_id:uuid}", PauseResource(control))
     app.add_route("/api/resume/{task_id:uuid}", ResumeResource(control))
     app.add_route("/api/revoke/{task_id:uuid}", RevokeResource(control))
-    # The kinds the domains above registered on import (shared/kinds.py): the list's `kind` filter.
-    app.add_route("/api/tasks", TaskListResource(tasks, tuple(kind.name for kind in registered())))
+    app.add_route("/api/tasks", TaskListResource(tasks, TASK_KINDS))
     app.add_route("/api/tasks/{task_id:uuid}", TaskResource(tasks))
     app.add_route("/api/tasks/{task_id:uuid}/download", DownloadResource(exports, settings))
     app.add_route("/health/live", LiveResource())
