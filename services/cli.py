@@ -29,6 +29,25 @@ MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60
 GUNICORN_CONFIG = "python:services.gateway.gunicorn_config"
 
 
+def gunicorn_command(bind: str, app: str = "services.gateway.wsgi:app") -> list[str]:
+    """The gateway's gunicorn command line (also what scripts/bench runs its limit app under)."""
+    return [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "--config", GUNICORN_CONFIG,
+            "--bind", bind, "--worker-class", "gthread", "--workers", os.environ.get("GATEWAY_WORKERS", "2"),
+            "--threads", "8", "--timeout", "120", app]
+
+
+def stack_commands(bind: str) -> list[list[str]]:
+    """The processes of the stack: the gateway on `bind`, one worker per service domain, the scheduler."""
+    python_bin = os.path.dirname(sys.executable)
+    return [
+        gunicorn_command(bind),
+        # --skip-logging: the workers' LogContext middleware installs the JSON log format instead.
+        *[[os.path.join(python_bin, "dramatiq"), module, "--skip-logging", "--queues", queue,
+           "--processes", "1", "--threads", str(threads)] for queue, module, threads in WORKER_DOMAINS],
+        [os.path.join(python_bin, "periodiq"), *SCHEDULER_MODULES],
+    ]
+
+
 def _settings_with_database(start_redis: bool = False) -> tuple[Settings, object | None]:
     """Settings whose URLs point at real servers: the environment's, or embedded ones started now."""
     settings = Settings.from_env()
@@ -97,17 +116,7 @@ def up(dev_key: bool) -> None:
     settings, embedded = _settings_with_database(start_redis=True)
     migrate(settings.database_url)
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
-    python_bin = os.path.dirname(sys.executable)
-    commands = [
-        [os.path.join(python_bin, "gunicorn"), "--config", GUNICORN_CONFIG,
-         "--bind", f"0.0.0.0:{settings.port}", "--worker-class", "gthread",
-         "--workers", os.environ.get("GATEWAY_WORKERS", "2"), "--threads", "8", "--timeout", "120",
-         "services.gateway.wsgi:app"],
-        # --skip-logging: the workers' LogContext middleware installs the JSON log format instead.
-        *[[os.path.join(python_bin, "dramatiq"), module, "--skip-logging", "--queues", queue,
-           "--processes", "1", "--threads", str(threads)] for queue, module, threads in WORKER_DOMAINS],
-        [os.path.join(python_bin, "periodiq"), *SCHEDULER_MODULES],
-    ]
+    commands = stack_commands(f"0.0.0.0:{settings.port}")
     children = [subprocess.Popen(command, env=env) for command in commands]
     stopping = False
 

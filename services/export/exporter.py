@@ -7,6 +7,7 @@ transaction, so a paused, crashed or resumed export produces the same bytes as o
 
 from __future__ import annotations
 
+import csv
 import io
 from typing import Any
 
@@ -61,22 +62,21 @@ _IN_RANGE_AFTER_KEY = """
     AND (%(after_at)s::timestamptz IS NULL
          OR (submitted_at, response_id) > (%(after_at)s::timestamptz, %(after_id)s::uuid))
 """
-# The last key of the next page: the page is then exactly the rows after the checkpoint up to this key.
-_PAGE_END = f"""
-SELECT submitted_at, response_id FROM (
-    SELECT submitted_at, response_id FROM responses WHERE {_IN_RANGE_AFTER_KEY}
-    ORDER BY submitted_at, response_id LIMIT %(limit)s
-) AS page
-ORDER BY submitted_at DESC, response_id DESC LIMIT 1
-"""
+# One page in one scan: the next `limit` rows after the checkpoint's key, each answer cell taken from the
+# row's answers array at the position its layout gives the column (p0, p1, ...; NULL when the row's file had
+# no such column). The inner query fetches each cell once; the outer one formats it.
 _PAGE_SELECT = sql.SQL(
     f"""
-    SELECT {{columns}} FROM responses
-    WHERE {_IN_RANGE_AFTER_KEY}
-      AND (submitted_at, response_id) <= (%(last_at)s::timestamptz, %(last_id)s::uuid)
-    ORDER BY submitted_at, response_id
+    SELECT {{cells}} FROM (
+        SELECT r.response_id, r.form_id, r.submitted_at{{answers}}
+        FROM responses r JOIN ({{positions}}) AS layout ON layout.id = r.layout_id
+        WHERE {_IN_RANGE_AFTER_KEY}
+        ORDER BY r.submitted_at, r.response_id LIMIT %(limit)s
+    ) AS page
     """
 )
+# Where each export column sits in each of the organization's answer layouts (a few rows).
+_POSITIONS = sql.SQL("SELECT id{positions} FROM answer_layouts WHERE organization_id = %(org)s")
 _COPY_CSV = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)")
 _HEADER = sql.SQL("SELECT {columns}")
 # The forms with responses in the range, the form of the earliest response first, and their questions.
@@ -105,11 +105,15 @@ def exported_file(cur, task_id) -> dict[str, Any] | None:
 
 
 def page_select(columns: list[str]) -> sql.Composed:
-    """The SELECT of one page's CSV rows: the fixed columns, then `columns` (bound as q0, q1, ...)."""
-    selected = [sql.SQL("response_id"), _safe_cell(sql.SQL("form_id")), _SUBMITTED_AT_UTC]
-    answer = sql.SQL("answers ->> {}")
-    selected += [_safe_cell(answer.format(sql.Placeholder(f"q{i}"))) for i in range(len(columns))]
-    return _PAGE_SELECT.format(columns=sql.SQL(", ").join(selected))
+    """The SELECT of one page's CSV rows (at most %(limit)s of them, after the key %(after_at)s, %(after_id)s):
+    the fixed columns, then `columns` (bound as q0, q1, ...)."""
+    answers = [sql.SQL(f", r.answers[layout.p{i}] AS a{i}") for i in range(len(columns))]
+    positions = [sql.SQL(", array_position(questions, {}) AS {}").format(sql.Placeholder(f"q{i}"), sql.SQL(f"p{i}"))
+                 for i in range(len(columns))]
+    cells = [sql.SQL("response_id"), _safe_cell(sql.SQL("form_id")), _SUBMITTED_AT_UTC]
+    cells += [_safe_cell(sql.SQL(f"a{i}")) for i in range(len(columns))]
+    return _PAGE_SELECT.format(cells=sql.SQL(", ").join(cells), answers=sql.Composed(answers),
+                               positions=_POSITIONS.format(positions=sql.Composed(positions)))
 
 
 def bind(cur, statement: sql.Composable, params: dict[str, Any]) -> str:
@@ -117,6 +121,21 @@ def bind(cur, statement: sql.Composable, params: dict[str, Any]) -> str:
     bind parameters)."""
     return cur.mogrify(statement, {**params, "formula_gate": _FORMULA_GATE, "formula_start": _FORMULA_START}
                        ).decode()
+
+
+def last_key(page: bytes) -> list[str]:
+    """The (submitted_at, response_id) of the last CSV record of `page`, as the checkpoint keeps it.
+
+    A record starts after a line break outside quotes; a line break is outside quotes when an even number
+    of quote characters follows it in the page (CSV doubles quotes inside a quoted field). Only the last
+    record is parsed: the rows' bytes are never looked at in Python."""
+    end = len(page) - 1  # the page ends with the last record's line break
+    start = page.rfind(b"\n", 0, end)
+    while start >= 0 and page.count(b'"', start + 1) % 2:
+        start = page.rfind(b"\n", 0, start)
+    record = next(csv.reader(io.StringIO(page[start + 1:].decode(), newline="")))
+    response_id, submitted_at = record[0], record[2]
+    return [submitted_at, response_id]
 
 
 def question_columns(forms: list[dict[str, Any]]) -> list[str]:
@@ -163,21 +182,16 @@ class ExportJob:
     def run_batch(self, cur, task: Task, checkpoint: dict[str, Any] | None) -> Batch:
         if checkpoint is None:
             checkpoint = self._start(cur, task)
-        where = self._range(task, checkpoint)
-        cur.execute(_PAGE_END, {**where, "limit": self.batch_rows})
-        last = cur.fetchone()
-        rows, size = checkpoint["rows"], checkpoint["bytes"]
-        after = checkpoint["after"]
-        if last is not None:
-            page = self._copy(cur, page_select(checkpoint["columns"]),
-                              {**where, **_question_params(checkpoint["columns"]),
-                               "last_at": last["submitted_at"], "last_id": last["response_id"]})
-            rows += cur.rowcount
+        columns = checkpoint["columns"]
+        page = self._copy(cur, page_select(columns),
+                          {**self._range(task, checkpoint), **_question_params(columns), "limit": self.batch_rows})
+        count = cur.rowcount
+        rows, size, after = checkpoint["rows"] + count, checkpoint["bytes"], checkpoint["after"]
+        if count:
             size = storage.append(cur, checkpoint["file_id"], page, size)
-            after = [last["submitted_at"].isoformat(), str(last["response_id"])]
-        # Finished only when no row is left after the key: a short page may just have lost rows deleted
-        # between the two statements, so it does not prove the range is done.
-        finished = last is None
+            after = last_key(page)
+        # One statement read the page: fewer rows than asked for means none was left in the range.
+        finished = count < self.batch_rows
         new = {**checkpoint, "after": after, "rows": rows, "bytes": size}
         result = {"rows": rows, "bytes": size, "download": download_path(task.id)} if finished else None
         return Batch(checkpoint=new, done=rows, total=checkpoint["total"], finished=finished, result=result)
