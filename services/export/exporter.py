@@ -62,21 +62,19 @@ _IN_RANGE_AFTER_KEY = """
     AND (%(after_at)s::timestamptz IS NULL
          OR (submitted_at, response_id) > (%(after_at)s::timestamptz, %(after_id)s::uuid))
 """
-# One page in one scan: the next `limit` rows after the checkpoint's key, each answer cell taken from the
-# row's answers array at the position its layout gives the column (p0, p1, ...; NULL when the row's file had
-# no such column). The inner query fetches each cell once; the outer one formats it.
+# One page in one scan: the next `limit` rows after the checkpoint's key, in index order. The inner query
+# takes each answer cell once from the row's answers array (see _answer_cell); the outer one formats it.
 _PAGE_SELECT = sql.SQL(
     f"""
     SELECT {{cells}} FROM (
-        SELECT r.response_id, r.form_id, r.submitted_at{{answers}}
-        FROM responses r JOIN ({{positions}}) AS layout ON layout.id = r.layout_id
+        SELECT response_id, form_id, submitted_at{{answers}} FROM responses
         WHERE {_IN_RANGE_AFTER_KEY}
-        ORDER BY r.submitted_at, r.response_id LIMIT %(limit)s
+        ORDER BY submitted_at, response_id LIMIT %(limit)s
     ) AS page
     """
 )
-# Where each export column sits in each of the organization's answer layouts (a few rows).
-_POSITIONS = sql.SQL("SELECT id{positions} FROM answer_layouts WHERE organization_id = %(org)s")
+# The organization's answer layouts made since the last one the export knows of (usually none).
+_NEW_LAYOUTS = "SELECT id, questions FROM answer_layouts WHERE organization_id = %s AND id > %s ORDER BY id"
 _COPY_CSV = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)")
 _HEADER = sql.SQL("SELECT {columns}")
 # The forms with responses in the range, the form of the earliest response first, and their questions.
@@ -104,16 +102,41 @@ def exported_file(cur, task_id) -> dict[str, Any] | None:
     return cur.fetchone()
 
 
-def page_select(columns: list[str]) -> sql.Composed:
+def page_select(columns: list[str], layouts: list[list]) -> sql.Composed:
     """The SELECT of one page's CSV rows (at most %(limit)s of them, after the key %(after_at)s, %(after_id)s):
-    the fixed columns, then `columns` (bound as q0, q1, ...)."""
-    answers = [sql.SQL(f", r.answers[layout.p{i}] AS a{i}") for i in range(len(columns))]
-    positions = [sql.SQL(", array_position(questions, {}) AS {}").format(sql.Placeholder(f"q{i}"), sql.SQL(f"p{i}"))
-                 for i in range(len(columns))]
+    the fixed columns, then `columns` as `layouts` ([layout id, [1-based position of each column or None]])
+    place them in the answers arrays."""
+    answers = [sql.SQL(", {} AS {}").format(_answer_cell(i, layouts), sql.Identifier(f"a{i}"))
+               for i in range(len(columns))]
     cells = [sql.SQL("response_id"), _safe_cell(sql.SQL("form_id")), _SUBMITTED_AT_UTC]
-    cells += [_safe_cell(sql.SQL(f"a{i}")) for i in range(len(columns))]
-    return _PAGE_SELECT.format(cells=sql.SQL(", ").join(cells), answers=sql.Composed(answers),
-                               positions=_POSITIONS.format(positions=sql.Composed(positions)))
+    cells += [_safe_cell(sql.Identifier(f"a{i}")) for i in range(len(columns))]
+    return _PAGE_SELECT.format(cells=sql.SQL(", ").join(cells), answers=sql.Composed(answers))
+
+
+def _answer_cell(column: int, layouts: list[list]) -> sql.Composable:
+    """Column `column`'s cell: a CASE on the row's layout (an integer comparison per layout that has the
+    column; a join to the layouts would cost the planner its index-ordered LIMIT) and one subscript."""
+    branches = [sql.SQL(" WHEN {} THEN answers[{}]").format(sql.Literal(layout), sql.Literal(positions[column]))
+                for layout, positions in layouts if positions[column] is not None]
+    if not branches:
+        return sql.SQL("NULL::text")
+    return sql.SQL("CASE layout_id{} END").format(sql.Composed(branches))
+
+
+def known_layouts(cur, organization_id, columns: list[str], checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint with the organization's layouts made since it was written added to "layouts" (those
+    holding any of `columns`), "layouts_seen" the last layout id looked at."""
+    cur.execute(_NEW_LAYOUTS, (organization_id, checkpoint.get("layouts_seen", 0)))
+    found = cur.fetchall()
+    if not found:
+        return checkpoint
+    layouts = list(checkpoint.get("layouts", []))
+    for layout in found:
+        where = {name: i for i, name in enumerate(layout["questions"], start=1)}
+        positions = [where.get(name) for name in columns]
+        if any(position is not None for position in positions):
+            layouts.append([layout["id"], positions])
+    return {**checkpoint, "layouts": layouts, "layouts_seen": found[-1]["id"]}
 
 
 def bind(cur, statement: sql.Composable, params: dict[str, Any]) -> str:
@@ -183,8 +206,9 @@ class ExportJob:
         if checkpoint is None:
             checkpoint = self._start(cur, task)
         columns = checkpoint["columns"]
-        page = self._copy(cur, page_select(columns),
-                          {**self._range(task, checkpoint), **_question_params(columns), "limit": self.batch_rows})
+        checkpoint = known_layouts(cur, task.organization_id, columns, checkpoint)
+        page = self._copy(cur, page_select(columns, checkpoint.get("layouts", [])),
+                          {**self._range(task, checkpoint), "limit": self.batch_rows})
         count = cur.rowcount
         rows, size, after = checkpoint["rows"] + count, checkpoint["bytes"], checkpoint["after"]
         if count:
