@@ -5,7 +5,7 @@
 
 Works in its own database (collect_bench, dropped and recreated on the server DATABASE_URL names) and its own
 broker namespace on REDIS_URL, and starts the stack exactly as `collect up` does (services.cli.stack_commands)
-on --port. Baselines, as the issue fixes them:
+on --port (BENCH_DATABASE names another database). Baselines, as the issue fixes them:
 - upload: `psql \\copy` of the same CSV file into a flat table (one typed column per CSV column, primary key
   on response_id, an index on (submitted_at, response_id));
 - export: `psql \\copy (SELECT the CSV's columns FROM flat WHERE submitted_at in range ORDER BY submitted_at,
@@ -42,10 +42,10 @@ import redis  # noqa: E402
 
 from services.cli import gunicorn_command, stack_commands  # noqa: E402
 from services.upload.sample_data import QUESTIONS, write_responses  # noqa: E402
-from shared.db import Database, recreate_database  # noqa: E402
+from shared.db import Database, drop_database, recreate_database  # noqa: E402
 from shared.migrate import migrate  # noqa: E402
 
-BENCH_DATABASE = "collect_bench"
+BENCH_DATABASE = os.environ.get("BENCH_DATABASE") or "collect_bench"
 NAMESPACE = "bench"
 # The sample data's responses are submitted during 2024: the export range covers all of them.
 EXPORT_RANGE = {"from_date": "2024-01-01", "to_date": "2024-12-31"}
@@ -92,11 +92,11 @@ class Row:
 # --- the stack and the database ------------------------------------------------------------------------
 
 class Bench:
-    def __init__(self, server_url: str, redis_url: str, port: int, scratch: Path) -> None:
+    def __init__(self, server_url: str, redis_url: str, ports: tuple[int, int], scratch: Path) -> None:
         self.database_url = recreate_database(server_url, BENCH_DATABASE)
         migrate(self.database_url)
         self.redis_url = redis_url
-        self.port = port
+        self.port, self.limit_port = ports
         self.scratch = scratch
         self.db = Database(self.database_url, maxconn=4)
         self.env = {**os.environ, "DATABASE_URL": self.database_url, "REDIS_URL": redis_url,
@@ -151,13 +151,15 @@ class Bench:
             _stop(procs)
 
     @contextlib.contextmanager
-    def limit_app(self, port: int) -> Iterator[None]:
+    def limit_app(self) -> Iterator[int]:
+        """The limit app, running; yields its port."""
+        port = self.limit_port
         command = gunicorn_command(f"127.0.0.1:{port}", "bench_limit_app:app")
         proc = subprocess.Popen([*command[:-1], "--pythonpath", str(ROOT / "scripts"), command[-1]], env=self.env,
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_live(f"http://127.0.0.1:{port}/tasks/{uuid.uuid4()}", expect_status=404)
-            yield
+            yield port
         finally:
             _stop([proc])
 
@@ -495,12 +497,12 @@ def request_row(bench: Bench, sizes: Sizes) -> list[Row]:
     limit app under the same load (the same upload still running)."""
     bench.reset()
     path = bench.csv_file(sizes.rows)
-    with bench.stack() as stack, bench.limit_app(stack.port + 1):
+    with bench.stack() as stack, bench.limit_app() as limit_port:
         key = bench.api_key()
         task_id = stack.post_file(key, path)
         stack.wait(key, task_id, "running", interval=0.01)
         ours, ours_p99 = hammer(stack.port, f"/api/tasks/{task_id}/", key, sizes.clients, sizes.load_seconds)
-        limit, _ = hammer(stack.port + 1, f"/tasks/{task_id}", key, sizes.clients, sizes.load_seconds)
+        limit, _ = hammer(limit_port, f"/tasks/{task_id}", key, sizes.clients, sizes.load_seconds)
         still = stack.task(key, task_id)["state"]
     note = f"p99 {ours_p99:.0f} ms" + ("" if still == "running" else f"; the upload was {still} by the end")
     return [Row(f"GET /api/tasks/{{id}}/ req/s, {sizes.clients} clients, upload running / limit app", ours,
@@ -568,7 +570,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="100k rows, one round, no pass/fail (CI smoke test)")
     parser.add_argument("--rounds", type=int, help="rounds of the upload and export rows (default 3; 1 quick)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "8099")),
-                        help="the gateway's port (the limit app takes the next one)")
+                        help="the gateway's port")
+    parser.add_argument("--keep", action="store_true", help=f"keep the {BENCH_DATABASE} database afterwards")
+    parser.add_argument("--limit-port", type=int, help="the limit app's port (default: the gateway's + 1)")
     args = parser.parse_args(argv)
     sizes = Sizes.quick() if args.quick else Sizes()
     if args.rounds:
@@ -577,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="collect-bench-") as scratch:
-        bench = Bench(server_url, redis_url, args.port, Path(scratch))
+        bench = Bench(server_url, redis_url, (args.port, args.limit_port or args.port + 1), Path(scratch))
         try:
             rows, upload_rate = copy_rounds(bench, sizes)
             _progress(rows)
@@ -590,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += concurrency_rows(bench, sizes, upload_rate)
         finally:
             bench.db.close()
+            if not args.keep:
+                drop_database(server_url, BENCH_DATABASE)
     mode = "--quick: timings not judged" if args.quick else f"median of {sizes.rounds} rounds for rows 1-2"
     print(f"\nscripts/bench {' '.join(argv if argv is not None else sys.argv[1:])}  "
           f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, {mode}, "

@@ -73,11 +73,11 @@ def _array_element(value: str) -> str:
 
 def answers_array(values: list[str]) -> str:
     """The text[] literal of a row's answers, an empty answer as NULL (not yet escaped for COPY)."""
-    joined = '","'.join(values)
-    if '"' in joined or "\\" in joined:
+    together = "".join(values)
+    if '"' in together or "\\" in together:
         return "{" + ",".join([_array_element(value) for value in values]) + "}"
-    # No answer holds a quote, so "" can only be an empty answer: one join and one replace for the row.
-    return ('{"' + joined + '"}').replace('""', "NULL") if values else "{}"
+    # No answer holds a quote, so "" can only be an empty answer: two joins and one replace for the row.
+    return ('{"' + '","'.join(values) + '"}').replace('""', "NULL") if values else "{}"
 
 
 @dataclass
