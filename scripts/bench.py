@@ -23,6 +23,7 @@ import csv
 import http.client
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,14 +40,13 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg2  # noqa: E402
 import redis  # noqa: E402
+from benchlib import NAMESPACE, fresh_database, server_urls  # noqa: E402
 
-from services.cli import gunicorn_command, stack_commands  # noqa: E402
+from services.cli import gunicorn_command, metrics_environments, stack_commands  # noqa: E402
 from services.upload.sample_data import QUESTIONS, write_responses  # noqa: E402
-from shared.db import Database, drop_database, recreate_database  # noqa: E402
-from shared.migrate import migrate  # noqa: E402
+from shared.db import Database, drop_database  # noqa: E402
 
 BENCH_DATABASE = os.environ.get("BENCH_DATABASE") or "collect_bench"
-NAMESPACE = "bench"
 # The sample data's responses are submitted during 2024: the export range covers all of them.
 EXPORT_RANGE = {"from_date": "2024-01-01", "to_date": "2024-12-31"}
 
@@ -93,8 +93,7 @@ class Row:
 
 class Bench:
     def __init__(self, server_url: str, redis_url: str, ports: tuple[int, int], scratch: Path) -> None:
-        self.database_url = recreate_database(server_url, BENCH_DATABASE)
-        migrate(self.database_url)
+        self.database_url = fresh_database(server_url, BENCH_DATABASE)
         self.redis_url = redis_url
         self.port, self.limit_port = ports
         self.scratch = scratch
@@ -141,22 +140,27 @@ class Bench:
         stale = client.keys(f"{NAMESPACE}:*")
         if stale:
             client.delete(*stale)
-        procs = [subprocess.Popen(command, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL) for command in stack_commands(f"127.0.0.1:{self.port}")]
+        env = {**self.env, "PORT": str(self.port), "WORKER_METRICS_PORT": str(self.limit_port + 1)}
+        metrics_dir, environments = metrics_environments(env, self.limit_port + 1)
+        procs = [subprocess.Popen(command, env=environment, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+                 for command, environment in zip(stack_commands(), environments, strict=True)]
         try:
             _wait_live(f"http://127.0.0.1:{self.port}/health/live")
             time.sleep(2)  # the workers boot more slowly than the gateway
             yield Stack(self.port, procs)
         finally:
             _stop(procs)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
     @contextlib.contextmanager
     def limit_app(self) -> Iterator[int]:
-        """The limit app, running; yields its port."""
+        """The limit app, running under the gateway's gunicorn settings; yields its port."""
         port = self.limit_port
-        command = gunicorn_command(f"127.0.0.1:{port}", "bench_limit_app:app")
-        proc = subprocess.Popen([*command[:-1], "--pythonpath", str(ROOT / "scripts"), command[-1]], env=self.env,
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command = gunicorn_command("bench_limit_app:app")
+        proc = subprocess.Popen([*command[:-1], "--pythonpath", str(ROOT / "scripts"), command[-1]],
+                                env={**self.env, "PORT": str(port)}, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
         try:
             _wait_live(f"http://127.0.0.1:{port}/tasks/{uuid.uuid4()}", expect_status=404)
             yield port
@@ -249,7 +253,7 @@ class Stack:
         """The peak resident set (bytes, Linux VmHWM) of the worker processes of `queue` so far."""
         import psutil
 
-        master = next(p for p in self.procs if f"--queues {queue} " in " ".join(p.args) + " ")
+        master = next(p for p in self.procs if f"--queues {queue} " in " ".join(map(str, p.args)) + " ")
         peak = 0
         for proc in [psutil.Process(master.pid), *psutil.Process(master.pid).children(recursive=True)]:
             with open(f"/proc/{proc.pid}/status") as status:
@@ -577,8 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = Sizes.quick() if args.quick else Sizes()
     if args.rounds:
         sizes = Sizes(**{**sizes.__dict__, "rounds": args.rounds})
-    server_url = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
-    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    server_url, redis_url = server_urls()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="collect-bench-") as scratch:
         bench = Bench(server_url, redis_url, (args.port, args.limit_port or args.port + 1), Path(scratch))

@@ -1,15 +1,19 @@
-"""The `collect` command: run the whole stack, migrate, manage API keys."""
+"""The `collect` command: run the whole stack, migrate, manage API keys; and the client commands
+(upload, export, pause, resume, revoke, tasks, task, download, login) of services/client/."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import click
 
+from services.client.commands import add_client_commands, connection_options
 from shared.config import ConfigError, Settings
 from shared.db import Database
 from shared.health import SERVICES
@@ -25,26 +29,26 @@ WORKER_DOMAINS = (
 SCHEDULER_MODULES = ("services.control.actors", "services.export.actors")
 # `collect up` starts a process that exits again, unless it exits more than this often.
 MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60
-# JSON log lines (shared.logs) from gunicorn too.
+# The gateway's gunicorn settings (worker class with header deadline, JSON log lines, ...): one place.
 GUNICORN_CONFIG = "python:services.gateway.gunicorn_config"
 
 
-def gunicorn_command(bind: str, app: str = "services.gateway.wsgi:app") -> list[str]:
-    """The gateway's gunicorn command line (also what scripts/bench runs its limit app under)."""
-    return [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "--config", GUNICORN_CONFIG,
-            "--bind", bind, "--worker-class", "gthread", "--workers", os.environ.get("GATEWAY_WORKERS", "2"),
-            "--threads", "8", "--timeout", "120", app]
+def gunicorn_command(app: str = "services.gateway.wsgi:app") -> list[str]:
+    """The gateway's gunicorn command line (scripts/bench runs its limit app with it too). Every gunicorn
+    setting (bind from PORT, worker class, workers, threads) is in GUNICORN_CONFIG."""
+    return [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "--config", GUNICORN_CONFIG, app]
 
 
-def stack_commands(bind: str) -> list[list[str]]:
-    """The processes of the stack: the gateway on `bind`, one worker per service domain, the scheduler."""
+def stack_commands() -> list[list[str]]:
+    """What `up` starts, in this order: the gateway, one worker per service domain, the scheduler."""
     python_bin = os.path.dirname(sys.executable)
     return [
-        gunicorn_command(bind),
+        gunicorn_command(),
         # --skip-logging: the workers' LogContext middleware installs the JSON log format instead.
         *[[os.path.join(python_bin, "dramatiq"), module, "--skip-logging", "--queues", queue,
            "--processes", "1", "--threads", str(threads)] for queue, module, threads in WORKER_DOMAINS],
-        [os.path.join(python_bin, "periodiq"), *SCHEDULER_MODULES],
+        # periodiq, made to outlive a Redis outage (services/control/scheduler.py).
+        [sys.executable, "-m", "services.control.scheduler", *SCHEDULER_MODULES],
     ]
 
 
@@ -71,6 +75,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
+@connection_options
 def main() -> None:
     """Collect Tasks: pausable, resumable, revocable upload and export tasks."""
 
@@ -116,8 +121,10 @@ def up(dev_key: bool) -> None:
     settings, embedded = _settings_with_database(start_redis=True)
     migrate(settings.database_url)
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
-    commands = stack_commands(f"0.0.0.0:{settings.port}")
-    children = [subprocess.Popen(command, env=env) for command in commands]
+    metrics_dir, environments = metrics_environments(env, settings.worker_metrics_port)
+    commands = stack_commands()
+    children = [subprocess.Popen(command, env=environment)
+                for command, environment in zip(commands, environments, strict=True)]
     stopping = False
 
     def stop(signum, frame):
@@ -152,7 +159,7 @@ def up(dev_key: bool) -> None:
                     stopping, exit_code = True, 1
                     break
                 click.echo(f"{name} exited with {child.returncode}; starting it again", err=True)
-                children[index] = subprocess.Popen(commands[index], env=env)
+                children[index] = subprocess.Popen(commands[index], env=environments[index])
             time.sleep(0.5)
     finally:
         for child in children:
@@ -166,7 +173,26 @@ def up(dev_key: bool) -> None:
                 child.kill()
         if embedded is not None:
             embedded.stop()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     sys.exit(exit_code)
+
+
+def metrics_environments(env: dict[str, str], worker_metrics_port: int) -> tuple[str, list[dict[str, str]]]:
+    """A fresh Prometheus multiprocess directory for this run, and the environment of each process `up`
+    starts (in its order: gateway, the worker domains, scheduler): the gateway and each worker domain
+    count in a directory of their own (an exporter serves its whole directory), and the worker domains'
+    exporters listen on `worker_metrics_port` and the next ports (each `dramatiq` command starts one)."""
+    from shared.worker_metrics import exporter_environment
+
+    metrics_dir = tempfile.mkdtemp(prefix="collect-metrics-")
+    environments = [{**env, "PROMETHEUS_MULTIPROC_DIR": os.path.join(metrics_dir, "gateway")}]
+    for offset, (queue, _, _) in enumerate(WORKER_DOMAINS):
+        directory = os.path.join(metrics_dir, queue)
+        os.makedirs(directory)
+        environments.append({**env, **exporter_environment(directory, worker_metrics_port + offset)})
+    # The scheduler only sends messages: it counts nothing.
+    environments.append(dict(env))
+    return metrics_dir, environments
 
 
 @main.command()
@@ -209,6 +235,8 @@ def _wait_until_ready(port: int, children, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.2)
 
+
+add_client_commands(main)
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 import psycopg2.errors
 
-from shared import storage
+from shared import metrics, storage
 from shared import tasks as t
 from shared.broker import schedule_pause_expiry
 from shared.control_middleware import ControlMiddleware, StopRequested
@@ -53,6 +54,9 @@ class Batch:
     total: int | None = None
     finished: bool = False
     result: dict[str, Any] | None = field(default=None)
+    # What this batch alone read or wrote, for the metrics (shared.metrics).
+    rows: int = 0
+    bytes: int = 0
 
 
 class BatchJob(Protocol):
@@ -105,6 +109,7 @@ class BatchRunner:
         try:
             while True:
                 try:
+                    started = time.monotonic()
                     with self.db.transaction() as cur:
                         with control.interruptible(task_id, cur.connection) if control else nullcontext():
                             batch = job.run_batch(cur, task, checkpoint)
@@ -112,6 +117,7 @@ class BatchRunner:
                                                 done=batch.done, total=batch.total)
                         if state is None or state is TaskState.REVOKING:
                             raise _StopBatch(state)
+                        metrics.record_batch(cur, task.kind, batch.rows, batch.bytes, time.monotonic() - started)
                         if batch.finished:
                             t.apply(cur, t.COMPLETE, task_id, actor=actor, reason="all batches done",
                                     lease_owner=owner, result=batch.result or {})
@@ -152,6 +158,7 @@ class BatchRunner:
         with self.db.transaction() as cur:
             paused = t.apply(cur, t.CONFIRM_PAUSE, task.id, actor=actor, reason="stopped at batch boundary",
                              lease_owner=owner, pause_timeout=self.settings.pause_timeout_seconds)
+            metrics.record_pause(cur, task.kind, task.id)
         schedule_pause_expiry(self.broker, task.id, self.settings.pause_timeout_seconds)
         logger.info("task %s paused at %s", task.id, paused.progress_done)
         return TaskState.PAUSED

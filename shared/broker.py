@@ -7,8 +7,11 @@ wake an upload or export worker without importing that service's code.
 from __future__ import annotations
 
 import dramatiq
+import redis
 from dramatiq.brokers.redis import RedisBroker
 from periodiq import PeriodiqMiddleware
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 CONTROL_QUEUE = "control"
 EXPIRE_PAUSE_ACTOR = "expire_pause"
@@ -16,18 +19,25 @@ SWEEP_ACTOR = "sweep"
 
 
 def create_broker(redis_url: str, db, namespace: str = "dramatiq",
-                  recovery_sweep_after: float | None = None) -> RedisBroker:
+                  recovery_sweep_after: float | None = None, timeout: float | None = None) -> RedisBroker:
     """A Redis broker with the task-control, heartbeat and log-context middleware, installed as
-    Dramatiq's global broker."""
+    Dramatiq's global broker. With `timeout`, connecting to Redis and each command give up after that
+    many seconds (redis.TimeoutError) instead of waiting on a server that does not answer."""
     from shared.control_middleware import ControlMiddleware
     from shared.heartbeat_middleware import Heartbeat
     from shared.log_context_middleware import LogContext
+    from shared.worker_metrics import WorkerPrometheus
 
-    broker = RedisBroker(url=redis_url, namespace=namespace)
+    # One retry (redis-py's default is three): a blip is absorbed, and an unanswering Redis costs at most
+    # two timeouts, so a gateway request that sends a message still answers within seconds.
+    client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                  retry=Retry(ExponentialWithJitterBackoff(), 1))
+    broker = RedisBroker(client=client, namespace=namespace)
     broker.add_middleware(PeriodiqMiddleware(skip_delay=30))
     broker.add_middleware(ControlMiddleware(db, recovery_sweep_after))
     broker.add_middleware(Heartbeat())
     broker.add_middleware(LogContext())
+    broker.add_middleware(WorkerPrometheus())
     dramatiq.set_broker(broker)
     return broker
 

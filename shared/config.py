@@ -47,6 +47,17 @@ class Settings:
     broker_namespace: str = "dramatiq"
     # /health/{service} warns when a queued message has waited longer than this.
     queue_age_warn_seconds: int = 60
+    # gunicorn worker processes of one gateway (services/gateway/gunicorn_config.py, `collect up`).
+    gateway_workers: int = 2
+    # Connecting to PostgreSQL or Redis, and a Redis command, give up after this long: a request that
+    # finds a dependency down is answered 503 quickly instead of hanging.
+    dependency_timeout_seconds: int = 2
+    # The gateway closes a connection that has not sent its whole request header block within this long.
+    header_timeout_seconds: int = 10
+    # The gateway aborts a request whose body sends nothing for this long (an upload: 400, nothing stored).
+    body_stall_seconds: int = 30
+    # `collect up` gives the Prometheus exporters of its worker domains this port and the next ones.
+    worker_metrics_port: int = 9191
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -67,6 +78,11 @@ class Settings:
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=2),
             broker_namespace=env.get("BROKER_NAMESPACE") or "dramatiq",
             queue_age_warn_seconds=_int(env, "QUEUE_AGE_WARN_SECONDS", 60, minimum=1),
+            gateway_workers=_int(env, "GATEWAY_WORKERS", 2, minimum=1),
+            dependency_timeout_seconds=_int(env, "DEPENDENCY_TIMEOUT_SECONDS", 2, minimum=1),
+            header_timeout_seconds=_int(env, "HEADER_TIMEOUT_SECONDS", 10, minimum=1),
+            body_stall_seconds=_int(env, "BODY_STALL_SECONDS", 30, minimum=1),
+            worker_metrics_port=_int(env, "WORKER_METRICS_PORT", 9191, minimum=1),
         )
 
     def with_urls(self, database_url: str, redis_url: str) -> Settings:

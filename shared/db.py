@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,13 +16,36 @@ from psycopg2 import sql
 
 psycopg2.extras.register_uuid()
 
+# Errors that mean "the server or the connection to it is gone", not "this statement is wrong": the
+# gateway answers them 503 (retry later), a worker retries its batch.
+UNAVAILABLE_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.pool.PoolError)
+
+
+def is_dead(conn: psycopg2.extensions.connection) -> bool:
+    """Whether an idle pooled connection can no longer be used: closed on our side, or its server end
+    has spoken. An idle connection never receives anything (we LISTEN to nothing), so a readable socket
+    means the backend sent its farewell (terminated, server shut down) or the peer closed it. A zero-wait
+    poll of the socket: no round trip, unlike a `SELECT 1` ping."""
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
 
 class Database:
-    """A lazily opened connection pool, reopened after a fork (gunicorn, dramatiq processes)."""
+    """A lazily opened connection pool, reopened after a fork (gunicorn, dramatiq processes).
 
-    def __init__(self, dsn: str, maxconn: int = 10) -> None:
+    Connections are opened with `connect_timeout` (whole seconds, as libpq counts them) and TCP
+    keepalives, so neither connecting to a server that does not answer nor waiting on a vanished one
+    hangs a thread for long; a pooled connection whose server end is gone is replaced before use."""
+
+    def __init__(self, dsn: str, maxconn: int = 10, connect_timeout: int = 2) -> None:
         self.dsn = dsn
         self.maxconn = maxconn
+        self.connect_timeout = connect_timeout
         self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
         self._pid = 0
         self._lock = threading.Lock()
@@ -30,15 +54,35 @@ class Database:
         if self._pool is None or self._pid != os.getpid():
             with self._lock:
                 if self._pool is None or self._pid != os.getpid():
-                    self._pool = psycopg2.pool.ThreadedConnectionPool(1, self.maxconn, self.dsn)
+                    # minconn 0: creating the pool never connects, so a server that is down when the
+                    # first request comes is met (and reported) like one that goes down later.
+                    pool = psycopg2.pool.ThreadedConnectionPool(
+                        0, self.maxconn, self.dsn, connect_timeout=self.connect_timeout,
+                        keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=2)
+                    # psycopg2 keeps at most `minconn` returned connections and closes the rest; raised
+                    # after construction (which opens `minconn` at once), every connection is kept idle
+                    # for reuse instead of a new connection per transaction.
+                    pool.minconn = self.maxconn
+                    self._pool = pool
                     self._pid = os.getpid()
         return self._pool
 
+    def _live_connection(self, pool: psycopg2.pool.ThreadedConnectionPool) -> psycopg2.extensions.connection:
+        """A pooled connection that is still connected: dead ones (their backend was terminated, the
+        server restarted) are closed and replaced. Bounded: at most `maxconn` dead ones can be pooled."""
+        for _ in range(self.maxconn + 1):
+            conn = pool.getconn()
+            if not is_dead(conn):
+                return conn
+            pool.putconn(conn, close=True)
+        return pool.getconn()
+
     @contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
-        """A pooled connection; whatever it leaves uncommitted is rolled back."""
+        """A pooled connection; whatever it leaves uncommitted is rolled back. Raises one of
+        UNAVAILABLE_ERRORS when the server cannot be reached."""
         pool = self._get_pool()
-        conn = pool.getconn()
+        conn = self._live_connection(pool)
         broken = False
         try:
             yield conn
@@ -61,7 +105,13 @@ class Database:
                 try:
                     yield cur
                 except BaseException:
-                    conn.rollback()
+                    if not conn.closed:
+                        try:
+                            conn.rollback()
+                        except psycopg2.Error:
+                            # The connection died with the statement: the original error says why,
+                            # not "connection already closed"; the pool discards this connection.
+                            pass
                     raise
                 conn.commit()
 

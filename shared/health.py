@@ -7,6 +7,7 @@ The gateway serves them under /health/ and `collect health` prints them, from th
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from datetime import UTC, datetime
@@ -16,6 +17,8 @@ import psycopg2
 import redis
 
 from shared.heartbeat_middleware import heartbeat_key
+
+logger = logging.getLogger(__name__)
 
 HEALTH_JSON = "application/health+json"
 # The services whose workers report heartbeats; each one's worker consumes the queue of its name.
@@ -66,6 +69,47 @@ def _overall(checks: dict[str, list[dict[str, Any]]]) -> str:
     return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
 
 
+# (words in the driver's message, the general reason shown to anyone), first match wins. The driver's
+# messages name hosts, ports, socket paths, users and databases: those go to the log only.
+_REASONS = (
+    (("timeout", "timed out"), "timeout"),
+    (("connection refused", "no such file or directory", "error 111 ", "error 2 "), "connection refused"),
+    (("authentication", "password", "pg_hba.conf", "noauth", "wrongpass", "permission denied"),
+     "authentication failed"),
+    (("does not exist",), "database or role does not exist"),
+    (("starting up", "shutting down", "in recovery", "loading the dataset"),
+     "server starting up or shutting down"),
+    (("too many connections", "too many clients", "max number of clients", "pool exhausted"),
+     "too many connections"),
+    (("could not translate host name", "name or service not known", "nodename nor servname"),
+     "host name not resolved"),
+    (("server closed the connection", "connection already closed", "terminating connection",
+      "connection reset", "broken pipe", "closed by server", "connection lost"), "connection lost"),
+)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a dependency failed, in general terms that are safe to show anyone ("connection refused",
+    "timeout", "authentication failed", ...): never a host name, port, user or database name."""
+    if isinstance(exc, TimeoutError | redis.TimeoutError | psycopg2.extensions.QueryCanceledError):
+        return "timeout"
+    if isinstance(exc, redis.AuthenticationError):
+        return "authentication failed"
+    message = str(exc).lower()
+    for words, reason in _REASONS:
+        if any(word in message for word in words):
+            return reason
+    return "unavailable"
+
+
+def report_failure(component: str, exc: BaseException) -> str:
+    """Log the full cause of a dependency failure (the operator's view, with its details) and return the
+    general reason to show the caller."""
+    reason = failure_reason(exc)
+    logger.warning("%s unavailable (%s): %s: %s", component, reason, type(exc).__name__, str(exc).strip())
+    return reason
+
+
 def redis_client(redis_url: str, timeout: float) -> redis.Redis:
     return redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
@@ -96,7 +140,7 @@ def _check_postgres(db, timeout: float) -> dict[str, Any]:
             conn.close()
         return {**observation, "status": "pass"}
     except Exception as exc:  # any failure means "not ready", whatever its cause
-        return {**observation, "status": "fail", "output": str(exc).strip()}
+        return {**observation, "status": "fail", "output": report_failure("PostgreSQL", exc)}
 
 
 def _check_redis(redis_url: str, timeout: float) -> dict[str, Any]:
@@ -106,7 +150,7 @@ def _check_redis(redis_url: str, timeout: float) -> dict[str, Any]:
         client.ping()
         return {**observation, "status": "pass"}
     except Exception as exc:
-        return {**observation, "status": "fail", "output": str(exc)}
+        return {**observation, "status": "fail", "output": report_failure("Redis", exc)}
     finally:
         client.close()
 
@@ -163,7 +207,7 @@ def service_health(redis_url: str, service: str, *, queue_age_warn_seconds: floa
         oldest = oldest_message_age(client, service, namespace)
     except redis.RedisError as exc:
         checks = {"redis:connection": [{"componentType": "datastore", "status": "fail", "time": now,
-                                        "output": str(exc)}]}
+                                        "output": report_failure("Redis", exc)}]}
         return {"status": "fail", "serviceId": service, "description": f"{service} workers", "checks": checks}
     finally:
         client.close()

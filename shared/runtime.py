@@ -23,6 +23,7 @@ class Runtime:
 def runtime() -> Runtime:
     settings = Settings.from_env()
     database_url, redis_url = settings.require_urls()
-    db = Database(database_url, maxconn=settings.db_pool_size)
+    db = Database(database_url, maxconn=settings.db_pool_size, connect_timeout=settings.dependency_timeout_seconds)
     return Runtime(settings=settings, db=db, broker=create_broker(
-        redis_url, db, settings.broker_namespace, recovery_sweep_after=settings.task_lease_seconds + 1))
+        redis_url, db, settings.broker_namespace, recovery_sweep_after=settings.task_lease_seconds + 1,
+        timeout=settings.dependency_timeout_seconds))

@@ -15,6 +15,8 @@ from typing import Any
 
 from psycopg2.extras import Json
 
+from shared import metrics
+
 
 class TaskState(StrEnum):
     QUEUED = "queued"
@@ -206,37 +208,44 @@ def get_task(cur, task_id: uuid.UUID, organization_id: uuid.UUID | None = None) 
     return Task.from_row(row)
 
 
+# The filters of list_tasks, each off when its parameter is NULL. An id prefix is matched as text (exactly as
+# the id is shown) and also as a uuid range, so the primary key's index finds the candidates.
+_LIST_FILTER = """
+    organization_id = %(org)s
+    AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+    AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))
+    AND (%(id_prefix)s::text IS NULL
+         OR (id BETWEEN %(id_low)s::uuid AND %(id_high)s::uuid AND id::text LIKE %(id_prefix)s || '%%'))
+"""
+
+
 def list_tasks(
     cur,
     organization_id: uuid.UUID,
     *,
     states: list[str] | None = None,
     kinds: list[str] | None = None,
+    id_prefix: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Task], int]:
-    """The organization's tasks, newest first, and how many match in all."""
+    """The organization's tasks, newest first, and how many match in all.
+
+    `id_prefix` (lowercase hex digits and dashes, at least the first 8 digits) keeps the tasks whose id, in
+    its canonical text form, starts with it."""
+    digits = (id_prefix or "").replace("-", "")[:32]
+    params = {"org": organization_id, "states": states, "kinds": kinds, "id_prefix": id_prefix,
+              "id_low": digits.ljust(32, "0"), "id_high": digits.ljust(32, "f"), "limit": limit, "offset": offset}
     cur.execute(
-        """
-        SELECT *, count(*) OVER () AS total_count FROM tasks
-        WHERE organization_id = %(org)s
-          AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
-          AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))
-        ORDER BY created_at DESC, id DESC
-        LIMIT %(limit)s OFFSET %(offset)s
-        """,
-        {"org": organization_id, "states": states, "kinds": kinds, "limit": limit, "offset": offset},
+        f"""SELECT *, count(*) OVER () AS total_count FROM tasks WHERE {_LIST_FILTER}
+            ORDER BY created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s""",
+        params,
     )
     rows = cur.fetchall()
     if rows:
         return [Task.from_row(row) for row in rows], rows[0]["total_count"]
     if offset:
-        cur.execute(
-            """SELECT count(*) AS n FROM tasks WHERE organization_id = %(org)s
-               AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
-               AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))""",
-            {"org": organization_id, "states": states, "kinds": kinds},
-        )
+        cur.execute(f"SELECT count(*) AS n FROM tasks WHERE {_LIST_FILTER}", params)
         return [], cur.fetchone()["n"]
     return [], 0
 
@@ -246,6 +255,7 @@ def record_event(cur, task_id, from_state, to_state, actor: str, reason: str | N
         "INSERT INTO task_events (task_id, from_state, to_state, actor, reason) VALUES (%s, %s, %s, %s, %s)",
         (task_id, None if from_state is None else str(from_state), str(to_state), actor, reason),
     )
+    metrics.count_transition(from_state, to_state)
 
 
 def task_events(cur, task_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -459,3 +469,16 @@ def stalled_tasks(cur, queued_grace_seconds: int, limit: int = 500) -> list[Task
 
 def mark_enqueued(cur, task_id: uuid.UUID) -> None:
     cur.execute("UPDATE tasks SET enqueued_at = now() WHERE id = %s", (task_id,))
+
+
+# A time before any sweep's grace period: the next sweep re-sends the message of a task marked so.
+MESSAGE_LOST_SQL = """
+    UPDATE tasks SET enqueued_at = 'epoch'::timestamptz
+    WHERE id = %s AND state IN ('queued', 'revoking') AND lease_owner IS NULL
+"""
+
+
+def mark_message_lost(cur, task_id: uuid.UUID) -> None:
+    """Record that the task's message could not be sent (Redis down): the next sweep sends it again,
+    without waiting for the grace period it gives messages that are presumably on their way."""
+    cur.execute(MESSAGE_LOST_SQL, (task_id,))

@@ -7,9 +7,14 @@ server and use Redis logical db COLLECT_TEST_REDIS_DB (default 15), flushing it 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -193,3 +198,20 @@ def stored_for(rt, organization: str) -> dict[str, int]:
                     "       (SELECT count(*) FROM stored_files f JOIN organizations o"
                     "        ON o.id = f.organization_id WHERE o.name = %(n)s) AS files", {"n": organization})
         return dict(cur.fetchone())
+
+
+@contextlib.contextmanager
+def collect_up(env: dict[str, str], ready, timeout: float = 90, **popen) -> Iterator[subprocess.Popen]:
+    """`collect up` running with `env` (in the repository), once `ready()` is true; stopped (SIGTERM, then
+    killed after 30 s) when the block ends."""
+    process = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "collect"), "up"], env=env,
+                               cwd=ROOT, **popen)
+    try:
+        wait_for(ready, timeout=timeout, interval=0.2)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()

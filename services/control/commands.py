@@ -9,9 +9,9 @@ import uuid
 
 from shared import storage
 from shared import tasks as t
-from shared.broker import schedule_pause_expiry, send_task_message
 from shared.control_middleware import announce_stop
 from shared.tasks import Task, TaskState
+from shared.wake import schedule_pause_expiry_or_leave_to_sweep, wake_task
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ class TaskControl:
         self.settings = settings
 
     def _wake(self, task: Task) -> None:
-        send_task_message(self.broker, task.queue_name, task.actor_name, task.id)
+        # Best-effort: the change is committed; with Redis down the sweep sends the message later.
+        wake_task(self.db, self.broker, task)
 
     def pause(self, organization_id: uuid.UUID, task_id: uuid.UUID, actor: str) -> Task:
         """A queued task is paused at once; a running one is asked to stop at its next batch boundary."""
@@ -46,7 +47,7 @@ class TaskControl:
                                 reason="requested", organization_id=organization_id,
                                 pause_timeout=self.settings.pause_timeout_seconds)
         if task.state is TaskState.PAUSED:
-            schedule_pause_expiry(self.broker, task.id, self.settings.pause_timeout_seconds)
+            schedule_pause_expiry_or_leave_to_sweep(self.broker, task, self.settings.pause_timeout_seconds)
         else:
             announce_stop(self.broker, task.id)
         return task

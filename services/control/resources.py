@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import falcon
 
 from services.control.commands import TaskControl
@@ -13,6 +15,9 @@ MAX_WAIT_SECONDS = 30
 PAGE_SIZE_MAX = 200
 # Far past any real list, and inside PostgreSQL's bigint (a larger OFFSET was a 500).
 OFFSET_MAX = 2**31 - 1
+# The start of a task id as it is shown (canonical form): its first 8 hex digits, then up to the whole id.
+# Only hex digits and dashes, so it cannot carry a LIKE wildcard.
+ID_PREFIX = re.compile(r"[0-9a-f]{8}[0-9a-f-]{0,28}", re.IGNORECASE)
 
 
 def task_not_found(task_id) -> Problem:
@@ -220,6 +225,10 @@ class TaskResource:
                       - {$ref: '#/components/schemas/Task'}
                       - type: object
                         properties:
+                          checkpoint:
+                            type: [object, 'null']
+                            additionalProperties: true
+                            description: Where a resume continues from (its fields depend on the kind).
                           events:
                             type: array
                             items:
@@ -244,6 +253,7 @@ class TaskResource:
         except t.TaskNotFound:
             raise task_not_found(task_id) from None
         body = task.to_json()
+        body["checkpoint"] = task.checkpoint
         if events is not None:
             body["events"] = [{**e, "at": e["at"].isoformat()} for e in events]
         resp.media = body
@@ -280,6 +290,13 @@ class TaskListResource:
               style: form
               explode: true
             - task_kind
+            - name: id_prefix
+              in: query
+              required: false
+              description: >-
+                Only tasks whose id starts with this: at least its first 8 characters, as a command-line
+                client abbreviates ids (`collect pause 3f2a9c1e`). Several matches mean the prefix is ambiguous.
+              schema: {type: string, minLength: 8, maxLength: 36, pattern: '^[0-9a-fA-F]{8}[0-9a-fA-F-]{0,28}$'}
             - name: limit
               in: query
               required: false
@@ -305,7 +322,7 @@ class TaskListResource:
                   examples: {page: {$ref: '#/components/examples/TaskPage'}}
             400: {$ref: '#/components/responses/BadRequest'}
         """
-        unknown = sorted(set(req.params) - {"state", "kind", "limit", "offset"})
+        unknown = sorted(set(req.params) - {"state", "kind", "id_prefix", "limit", "offset"})
         if unknown:
             raise Problem(falcon.HTTP_400, f"unknown query parameter(s): {', '.join(unknown)}", parameter=unknown[0])
         states = req.get_param_as_list("state")
@@ -315,11 +332,16 @@ class TaskListResource:
             if bad:
                 raise Problem(falcon.HTTP_400, f"{name} must be one of {', '.join(allowed)}; got {', '.join(bad)}",
                               parameter=name)
+        id_prefix = req.get_param("id_prefix")
+        if id_prefix is not None and not ID_PREFIX.fullmatch(id_prefix):
+            raise Problem(falcon.HTTP_400, "id_prefix must be the start of a task id: its first 8 hex digits, then "
+                                           f"up to 28 more hex digits or dashes; got {id_prefix!r}",
+                          parameter="id_prefix")
         limit = req.get_param_as_int("limit", min_value=1, max_value=PAGE_SIZE_MAX, default=50)
         offset = req.get_param_as_int("offset", min_value=0, max_value=OFFSET_MAX, default=0)
         with self.db.transaction() as cur:
             found, total = t.list_tasks(cur, req.context.caller.organization_id, states=states, kinds=kinds,
-                                        limit=limit, offset=offset)
+                                        id_prefix=id_prefix and id_prefix.lower(), limit=limit, offset=offset)
         body = {"tasks": [task.to_json() for task in found], "total": total, "limit": limit, "offset": offset}
         if offset + len(found) < total:
             body["next"] = f"/api/tasks/?{_query(req, offset + limit)}"

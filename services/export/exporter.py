@@ -218,7 +218,8 @@ class ExportJob:
         finished = count < self.batch_rows
         new = {**checkpoint, "after": after, "rows": rows, "bytes": size}
         result = {"rows": rows, "bytes": size, "download": download_path(task.id)} if finished else None
-        return Batch(checkpoint=new, done=rows, total=checkpoint["total"], finished=finished, result=result)
+        return Batch(checkpoint=new, done=rows, total=checkpoint["total"], finished=finished, result=result,
+                     rows=rows - checkpoint["rows"], bytes=size - checkpoint["bytes"])
 
     def rollback(self, cur, task: Task) -> None:
         """An export's only effect is its file: deleted here too, so that a failed export leaves none."""

@@ -74,7 +74,7 @@ class ExportResource:
                 cur, organization_id=caller.organization_id, kind=export.KIND, queue_name=export.QUEUE,
                 actor_name=export.ACTOR, progress_unit="rows", actor=caller.actor, params=wanted.to_params(),
             )
-        start_task(resp, self.broker, task)
+        start_task(resp, self.db, self.broker, task)
 
     on_get = on_post
 

@@ -7,6 +7,7 @@ import logging
 import uuid
 
 import falcon
+import redis
 
 logger = logging.getLogger("collect.gateway")
 
@@ -55,6 +56,38 @@ def handle_unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception
                   title="Internal Server Error")
 
 
+# Seconds a client is asked to wait (Retry-After) when a dependency is down: about how long a restart or
+# failover of PostgreSQL or Redis takes.
+RETRY_AFTER_SECONDS = 5
+
+
+def handle_unavailable(req: falcon.Request, resp: falcon.Response, exc: Exception, params) -> None:
+    """PostgreSQL or Redis cannot be reached: 503 with Retry-After, naming the dependency and the general
+    reason; the details (host, port, database) go to the log only."""
+    from shared.health import report_failure
+
+    dependency = "redis" if isinstance(exc, redis.RedisError) else "postgresql"
+    reason = report_failure("Redis" if dependency == "redis" else "PostgreSQL", exc)
+    name = "the task queue (Redis)" if dependency == "redis" else "the database (PostgreSQL)"
+    raise Problem(falcon.HTTP_503, f"{name} is unavailable ({reason}); retry in a few seconds",
+                  title="Service Unavailable", headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                  dependency=dependency, reason=reason)
+
+
+def body_stalled_handler(stall_seconds: int):
+    """A handler for a request body that sent nothing for `stall_seconds` (the socket's read timeout,
+    set by the gateway's worker): 400. Whatever the request was storing has been rolled back by then,
+    since the timeout is raised out of the read inside its transaction."""
+
+    def handle_body_stalled(req: falcon.Request, resp: falcon.Response, exc: Exception, params) -> None:
+        logger.warning("%s %s: the request body stalled for %ss; aborted", req.method, req.path, stall_seconds)
+        raise Problem(falcon.HTTP_400, f"the request body stalled: nothing arrived for {stall_seconds} seconds "
+                                       "(BODY_STALL_SECONDS); nothing was stored", title="Request Body Stalled",
+                      headers={"Connection": "close"})
+
+    return handle_body_stalled
+
+
 # The documented shape of every error (OpenAPI components; see services.gateway.openapi).
 PROBLEM_SCHEMA = {
     "type": "object",
@@ -72,6 +105,10 @@ PROBLEM_SCHEMA = {
         "state": {"type": "string", "description": "The task's current state (409)."},
         "task_id": {"type": "string", "format": "uuid"},
         "max_upload_bytes": {"type": "integer", "description": "The upload size limit (413)."},
+        "dependency": {"type": "string", "enum": ["postgresql", "redis"],
+                       "description": "The dependency that is unavailable (503)."},
+        "reason": {"type": "string", "description": "Why, in general terms: `connection refused`, `timeout`, "
+                   "`authentication failed`, ... (503)."},
     },
     "additionalProperties": True,
 }
@@ -99,6 +136,10 @@ _PROBLEM_RESPONSES = {
                              "The body is not multipart/form-data."),
     "UnprocessableContent": (422, "Bad CSV Header", "the file cannot be imported: the header has no column "
                              "'submitted_at'", {}, "The file is not a CSV file this service can import."),
+    "ServiceUnavailable": (503, "Service Unavailable", "the database (PostgreSQL) is unavailable (connection "
+                           "refused); retry in a few seconds", {"dependency": "postgresql",
+                                                                "reason": "connection refused"},
+                           "PostgreSQL or Redis cannot be reached; retry after the `Retry-After` seconds."),
     "InternalServerError": (500, "Internal Server Error", "an unexpected error occurred; quote request id "
                             "4f6c2a9e0d1b4e7a9c3f5b8d2e6a1c04", {}, "An unexpected error; the server log has "
                             "the details under the request id."),

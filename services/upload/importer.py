@@ -283,7 +283,9 @@ class UploadJob:
             # Every row now lives in responses: the file has served its purpose.
             storage.delete_file(cur, upload_file_id(task))
         return Batch(checkpoint=new, done=parsed.end_offset, total=task.params["size_bytes"],
-                     finished=parsed.finished, result=result)
+                     finished=parsed.finished, result=result,
+                     rows=len(parsed.lines) + parsed.repeated_in_batch + parsed.rejected,
+                     bytes=parsed.end_offset - parsed.start_offset)
 
     def _insert(self, cur, task: Task, parsed: ParsedBatch) -> int:
         """COPY the batch's rows into responses; returns how many were inserted.

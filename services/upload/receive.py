@@ -82,9 +82,11 @@ class RequestBody:
     def read(self, size: int = -1) -> bytes:
         try:
             data = self._raw.read(size)
-        except falcon.HTTPError:
+        except (falcon.HTTPError, TimeoutError):
+            # A stall (the gateway worker's BODY_STALL_SECONDS read timeout) is answered by the gateway's
+            # own handler, which names the setting; the transaction rolls back on the way out all the same.
             raise
-        except Exception as exc:  # the server's own error for a broken body (NoMoreData, timeout, reset ...)
+        except Exception as exc:  # the server's own error for a broken body (NoMoreData, reset ...)
             raise BodyIncomplete(f"the request body could not be read to its end ({type(exc).__name__}: "
                                  f"{exc})") from exc
         if not data:

@@ -102,4 +102,4 @@ class UploadResource:
                               "multipart closing boundary: the upload is incomplete and nothing was stored",
                               title="Incomplete Upload") from None
             raise Problem(falcon.HTTP_400, f"the multipart body could not be parsed: {exc.description}") from None
-        start_task(resp, self.broker, task)
+        start_task(resp, self.db, self.broker, task)

@@ -54,7 +54,7 @@ def live_gateway():
     with log.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "python:services.gateway.gunicorn_config",
-             "--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread", "--threads", "4",
+             "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
              "services.gateway.wsgi:app"],
             cwd=ROOT, env=dict(os.environ), stdout=log_file, stderr=subprocess.STDOUT,
         )

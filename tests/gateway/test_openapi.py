@@ -63,7 +63,7 @@ def test_the_contract_paths_and_parameters(document):
         task_id = paths[f"/api/{action}/{{task_id}}/"]["parameters"][0]
         assert task_id["schema"] == {"type": "string", "format": "uuid"}
     listing = resolve(document, paths["/api/tasks/"]["get"])
-    assert {p["name"] for p in listing["parameters"]} == {"state", "kind", "limit", "offset"}
+    assert {p["name"] for p in listing["parameters"]} == {"state", "kind", "id_prefix", "limit", "offset"}
     kind = next(p for p in listing["parameters"] if p["name"] == "kind")
     assert kind["schema"]["items"]["enum"] == ["upload", "export"]
     request_body = resolve(document, paths["/api/upload-file/"]["post"])["requestBody"]
