@@ -18,11 +18,28 @@ EXPIRE_PAUSE_ACTOR = "expire_pause"
 SWEEP_ACTOR = "sweep"
 
 
+class PromptRedisBroker(RedisBroker):
+    """A RedisBroker whose consumers look at an empty queue at least every `idle_poll_ms` milliseconds.
+
+    Dramatiq's Redis consumer backs off exponentially while its queue is empty, up to the worker timeout
+    (1 s under the `dramatiq` command): a task resumed while its worker was idle waited up to that long
+    before its message was fetched. A poll is one small Lua call per queue (and delay queue) per interval."""
+
+    def __init__(self, *args, idle_poll_ms: int = 50, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.idle_poll_ms = idle_poll_ms
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
+        return super().consume(queue_name, prefetch, min(timeout, self.idle_poll_ms))
+
+
 def create_broker(redis_url: str, db, namespace: str = "dramatiq",
-                  recovery_sweep_after: float | None = None, timeout: float | None = None) -> RedisBroker:
+                  recovery_sweep_after: float | None = None, timeout: float | None = None,
+                  idle_poll_ms: int = 50) -> RedisBroker:
     """A Redis broker with the task-control, heartbeat and log-context middleware, installed as
     Dramatiq's global broker. With `timeout`, connecting to Redis and each command give up after that
-    many seconds (redis.TimeoutError) instead of waiting on a server that does not answer."""
+    many seconds (redis.TimeoutError) instead of waiting on a server that does not answer. Idle consumers
+    poll every `idle_poll_ms` at most (PromptRedisBroker)."""
     from shared.control_middleware import ControlMiddleware
     from shared.heartbeat_middleware import Heartbeat
     from shared.log_context_middleware import LogContext
@@ -32,7 +49,7 @@ def create_broker(redis_url: str, db, namespace: str = "dramatiq",
     # two timeouts, so a gateway request that sends a message still answers within seconds.
     client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                   retry=Retry(ExponentialWithJitterBackoff(), 1))
-    broker = RedisBroker(client=client, namespace=namespace)
+    broker = PromptRedisBroker(client=client, namespace=namespace, idle_poll_ms=idle_poll_ms)
     broker.add_middleware(PeriodiqMiddleware(skip_delay=30))
     broker.add_middleware(ControlMiddleware(db, recovery_sweep_after))
     broker.add_middleware(Heartbeat())

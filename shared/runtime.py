@@ -26,4 +26,4 @@ def runtime() -> Runtime:
     db = Database(database_url, maxconn=settings.db_pool_size, connect_timeout=settings.dependency_timeout_seconds)
     return Runtime(settings=settings, db=db, broker=create_broker(
         redis_url, db, settings.broker_namespace, recovery_sweep_after=settings.task_lease_seconds + 1,
-        timeout=settings.dependency_timeout_seconds))
+        timeout=settings.dependency_timeout_seconds, idle_poll_ms=settings.worker_idle_poll_ms))

@@ -1,4 +1,4 @@
--- depends: 0001_initial
+-- depends: 0003_task_metrics
 -- Answers as text[] in the order of the uploaded file's question columns (its "layout"), instead of jsonb.
 -- An export projects a column with one array subscript (its position in the row's layout) instead of a
 -- jsonb key look-up per cell, and rows no longer repeat their question names: COPY in and out both get
