@@ -68,7 +68,7 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(rows=100_000, big=200_000, rss_small=20_000, pause_trials=10, load_seconds=1.0, org_rows=12_500,
+        return cls(rows=100_000, big=200_000, rss_small=100_000, pause_trials=10, load_seconds=1.0, org_rows=12_500,
                    rounds=1)
 
 

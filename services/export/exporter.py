@@ -47,11 +47,11 @@ def _question_params(columns: list[str]) -> dict[str, str]:
     return {f"q{i}": name for i, name in enumerate(columns)}
 
 
-# ISO-8601 in UTC, with a fraction only when the moment has one: 2024-01-02T03:04:05Z, ...05.25Z
-_SUBMITTED_AT_UTC = sql.SQL(
-    """rtrim(rtrim(to_char(submitted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '0'), '.')"""
-    " || 'Z'"
-)
+# ISO-8601 in UTC, with a fraction only when the moment has one: 2024-01-02T03:04:05Z, ...05.25Z. It is
+# timestamptz's own output under TimeZone UTC and DateStyle ISO ("2024-01-02 03:04:05.25+00", which drops a
+# fraction's trailing zeros too) with the T and Z put in: a third of the cost of to_char and two rtrims.
+_SUBMITTED_AT_UTC = sql.SQL("replace(left(submitted_at::text, -3), ' ', 'T') || 'Z'")
+_OUTPUT_SETTINGS = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY'"
 
 # The rows of the range after the checkpoint's key. psycopg2 binds parameters on the client, so for the
 # first batch (no key yet) the planner folds the NULL test away and both cases use responses_org_submitted.
@@ -62,15 +62,13 @@ _IN_RANGE_AFTER_KEY = """
     AND (%(after_at)s::timestamptz IS NULL
          OR (submitted_at, response_id) > (%(after_at)s::timestamptz, %(after_id)s::uuid))
 """
-# One page in one scan: the next `limit` rows after the checkpoint's key, in index order. The inner query
-# takes each answer cell once from the row's answers array (see _answer_cell); the outer one formats it.
+# One page in one scan: the next `limit` rows after the checkpoint's key, in index order. Each cell is
+# computed where it is formatted (a subquery that computed it once cost more than computing it again).
 _PAGE_SELECT = sql.SQL(
     f"""
-    SELECT {{cells}} FROM (
-        SELECT response_id, form_id, submitted_at{{answers}} FROM responses
-        WHERE {_IN_RANGE_AFTER_KEY}
-        ORDER BY submitted_at, response_id LIMIT %(limit)s
-    ) AS page
+    SELECT {{cells}} FROM responses
+    WHERE {_IN_RANGE_AFTER_KEY}
+    ORDER BY submitted_at, response_id LIMIT %(limit)s
     """
 )
 # The organization's answer layouts made since the last one the export knows of (usually none).
@@ -106,11 +104,9 @@ def page_select(columns: list[str], layouts: list[list]) -> sql.Composed:
     """The SELECT of one page's CSV rows (at most %(limit)s of them, after the key %(after_at)s, %(after_id)s):
     the fixed columns, then `columns` as `layouts` ([layout id, [1-based position of each column or None]])
     place them in the answers arrays."""
-    answers = [sql.SQL(", {} AS {}").format(_answer_cell(i, layouts), sql.Identifier(f"a{i}"))
-               for i in range(len(columns))]
     cells = [sql.SQL("response_id"), _safe_cell(sql.SQL("form_id")), _SUBMITTED_AT_UTC]
-    cells += [_safe_cell(sql.Identifier(f"a{i}")) for i in range(len(columns))]
-    return _PAGE_SELECT.format(cells=sql.SQL(", ").join(cells), answers=sql.Composed(answers))
+    cells += [_safe_cell(_answer_cell(i, layouts)) for i in range(len(columns))]
+    return _PAGE_SELECT.format(cells=sql.SQL(", ").join(cells))
 
 
 def _answer_cell(column: int, layouts: list[list]) -> sql.Composable:
@@ -203,6 +199,7 @@ class ExportJob:
         return buffer.getvalue()
 
     def run_batch(self, cur, task: Task, checkpoint: dict[str, Any] | None) -> Batch:
+        cur.execute(_OUTPUT_SETTINGS)
         if checkpoint is None:
             checkpoint = self._start(cur, task)
         columns = checkpoint["columns"]

@@ -32,6 +32,8 @@ from shared.read_ahead import ReadAhead
 from shared.tasks import Task
 
 MAX_REJECTIONS_KEPT = 100
+# A run's first batch holds this fraction of UPLOAD_BATCH_ROWS (see UploadJob._next_parsed).
+FIRST_BATCH_FRACTION = 10
 COLUMNS = "organization_id, response_id, form_id, submitted_at, answers, layout_id, upload_task_id"
 
 _COPY_RESPONSES = f"COPY responses ({COLUMNS}) FROM STDIN"
@@ -109,9 +111,10 @@ def _shown(value: str) -> str:
 
 
 def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organization_id, task_id,
-                  layout_id: int = 0) -> Iterator[ParsedBatch]:
-    """Cut the stream into batches of `limits.rows` records (valid or not), or fewer whose COPY data
-    reaches `limits.bytes` bytes. Each row's answers follow `header`'s question order (its layout)."""
+                  layout_id: int = 0, first_rows: int | None = None) -> Iterator[ParsedBatch]:
+    """Cut the stream into batches of `limits.rows` records (valid or not; the first batch `first_rows`
+    when given), or fewer whose COPY data reaches `limits.bytes` bytes. Each row's answers follow `header`'s
+    question order (its layout)."""
     rid, fid, sat = header.response_id, header.form_id, header.submitted_at
     question_index = [i for i, _ in header.questions]
     width = len(header.columns)
@@ -121,6 +124,7 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
     unanswered: dict[str, set[int]] = {}
     tracking_cost = 300 + 40 * len(question_index)
     tracked = 0
+    rows_limit = first_rows or limits.rows
     while True:
         batch = ParsedBatch(start_offset=stream.offset)
         seen_ids: set[str] = set()
@@ -173,7 +177,7 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
                 batch.ids.append(response_id)
                 batch.lines.append(encoded)
                 size += len(encoded)
-            if count >= limits.rows or size >= limits.bytes:
+            if count >= rows_limit or size >= limits.bytes:
                 break
         else:
             batch.finished = True
@@ -181,6 +185,7 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
             batch.questions_seen[form_id] = [name for i, name in header.questions if i in positions]
         batch.size = size
         batch.end_offset, batch.end_line = stream.offset, stream.line
+        rows_limit = limits.rows
         yield batch
         if batch.finished:
             return
@@ -245,8 +250,11 @@ class UploadJob:
         stream = CsvStream(io.BufferedReader(reader, storage.CHUNK_BYTES), checkpoint["offset"], checkpoint["line"],
                            max_record_bytes=self.limits.bytes, max_field_bytes=self.limits.field_bytes,
                            column_names=checkpoint["columns"])
+        # A run's first batch is small: a started or resumed upload shows progress (and answers a pause at
+        # a batch boundary) at once, before its parser and COPY get up to speed.
         source = parse_batches(stream, Header.parse(checkpoint["columns"]), self.limits,
-                               task.organization_id, task.id, checkpoint["layout_id"])
+                               task.organization_id, task.id, checkpoint["layout_id"],
+                               first_rows=max(1, self.limits.rows // FIRST_BATCH_FRACTION))
         self._batches = ReadAhead(source, depth=2)
         return next(self._batches)
 
