@@ -10,8 +10,9 @@ so it is simply redone).
 from __future__ import annotations
 
 import io
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,10 +112,11 @@ def _shown(value: str) -> str:
 
 
 def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organization_id, task_id,
-                  layout_id: int = 0, first_rows: int | None = None) -> Iterator[ParsedBatch]:
+                  layout_id: int = 0, first_rows: int | None = None,
+                  stopped: Callable[[], bool] | None = None) -> Iterator[ParsedBatch]:
     """Cut the stream into batches of `limits.rows` records (valid or not; the first batch `first_rows`
     when given), or fewer whose COPY data reaches `limits.bytes` bytes. Each row's answers follow `header`'s
-    question order (its layout)."""
+    question order (its layout). Ends, mid-batch and without yielding it, soon after `stopped()` is true."""
     rid, fid, sat = header.response_id, header.form_id, header.submitted_at
     question_index = [i for i, _ in header.questions]
     width = len(header.columns)
@@ -132,6 +134,9 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
         count = 0
         size = 0
         for line, row in records:
+            # A run that ends (paused, revoked) must not wait for a whole batch to be parsed for nothing.
+            if stopped is not None and not count % 1024 and stopped():
+                return
             reason = None
             if isinstance(row, str):
                 reason = row
@@ -227,6 +232,7 @@ class UploadJob:
         self.db = db
         self.limits = limits
         self._batches: ReadAhead[ParsedBatch] | None = None
+        self._closing = threading.Event()
 
     def _start(self, cur, task: Task) -> dict[str, Any]:
         head = next(storage.iter_chunks(self.db, upload_file_id(task)), b"")
@@ -252,9 +258,11 @@ class UploadJob:
                            column_names=checkpoint["columns"])
         # A run's first batch is small: a started or resumed upload shows progress (and answers a pause at
         # a batch boundary) at once, before its parser and COPY get up to speed.
+        self._closing = threading.Event()
         source = parse_batches(stream, Header.parse(checkpoint["columns"]), self.limits,
                                task.organization_id, task.id, checkpoint["layout_id"],
-                               first_rows=max(1, self.limits.rows // FIRST_BATCH_FRACTION))
+                               first_rows=max(1, self.limits.rows // FIRST_BATCH_FRACTION),
+                               stopped=self._closing.is_set)
         self._batches = ReadAhead(source, depth=2)
         return next(self._batches)
 
@@ -318,5 +326,6 @@ class UploadJob:
 
     def close(self) -> None:
         if self._batches is not None:
+            self._closing.set()
             self._batches.close()
             self._batches = None
