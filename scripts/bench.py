@@ -58,6 +58,7 @@ class Sizes:
     rows: int = 1_000_000
     big: int = 5_000_000
     rss_small: int = 500_000
+    growth_small: int = 100_000
     pause_trials: int = 50
     load_seconds: float = 8.0
     clients: int = 32
@@ -68,8 +69,8 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(rows=100_000, big=200_000, rss_small=100_000, pause_trials=10, load_seconds=1.0, org_rows=12_500,
-                   rounds=1)
+        return cls(rows=100_000, big=200_000, rss_small=100_000, growth_small=50_000, pause_trials=10,
+                   load_seconds=1.0, org_rows=12_500, rounds=1)
 
 
 @dataclass
@@ -101,6 +102,8 @@ class Bench:
         self.env = {**os.environ, "DATABASE_URL": self.database_url, "REDIS_URL": redis_url,
                     "BROKER_NAMESPACE": NAMESPACE}
         self._files: dict[int, Path] = {}
+        # (rows, seconds, upload worker peak RSS or None) of each upload size measured: the cost-growth table.
+        self.growth: list[tuple[int, float, int | None]] = []
 
     def csv_file(self, rows: int) -> Path:
         """A sample CSV of `rows` responses (made once per run; the same seed gives the same rows)."""
@@ -362,6 +365,7 @@ def copy_rounds(bench: Bench, sizes: Sizes) -> tuple[list[Row], float]:
                 raise RuntimeError(f"the export has {exported} rows, the baseline {expected}")
     n = sizes.rows
     upload_rate = n / statistics.median(ups)
+    bench.growth.append((n, statistics.median(ups), None))
     return [
         Row(f"upload {n:,} rows, end to end / psql \\copy (rows/s)", upload_rate, "rows/s",
             n / statistics.median(up_bases), ">= 0.80",
@@ -397,16 +401,16 @@ def _export(bench: Bench, stack: Stack, key: str) -> tuple[float, int]:
 
 def scale_rows(bench: Bench, sizes: Sizes, upload_rate: float) -> list[Row]:
     """Rows 3 and 4: the big upload's rows/s against the base size's, and the upload worker's peak RSS for
-    the big upload against a small one (each in a freshly started worker)."""
-    small, big = bench.csv_file(sizes.rss_small), bench.csv_file(sizes.big)
-    bench.reset()
-    with bench.stack() as stack:
-        stack.upload(bench.api_key(), small, sizes.rss_small)
-        small_rss = stack.worker_peak_rss()
-    bench.reset()
-    with bench.stack() as stack:
-        big_seconds = stack.upload(bench.api_key(), big, sizes.big)
-        big_rss = stack.worker_peak_rss()
+    the big upload against a small one; each size in a freshly started stack (a worker's peak RSS is its
+    lifetime's). Every size's time and peak also go into `bench.growth` (the cost-growth table)."""
+    measured = {}
+    for rows in sorted({sizes.growth_small, sizes.rss_small, sizes.big}):
+        bench.reset()
+        with bench.stack() as stack:
+            seconds = stack.upload(bench.api_key(), bench.csv_file(rows), rows)
+            measured[rows] = (seconds, stack.worker_peak_rss())
+        bench.growth.append((rows, *measured[rows]))
+    (big_seconds, big_rss), small_rss = measured[sizes.big], measured[sizes.rss_small][1]
     big_rate = sizes.big / big_seconds
     return [
         Row(f"upload {sizes.big:,} rows: rows/s / {sizes.rows:,} rows' rows/s", big_rate, "rows/s", upload_rate,
@@ -414,6 +418,15 @@ def scale_rows(bench: Bench, sizes: Sizes, upload_rate: float) -> list[Row]:
         Row(f"upload worker peak RSS, {sizes.big:,} rows / {sizes.rss_small:,} rows", big_rss / 2**20, "MiB",
             small_rss / 2**20, "<= 1.1", big_rss / small_rss <= 1.1),
     ]
+
+
+def growth_table(growth: list[tuple[int, float, int | None]]) -> str:
+    """How an upload's cost grows with its size: seconds, rows/s and the worker's peak RSS per size."""
+    lines = ["| rows | seconds | rows/s | upload worker peak RSS |", "|---|---|---|---|"]
+    for rows, seconds, rss in sorted(growth):
+        peak = "-" if rss is None else f"{rss / 2**20:,.0f} MiB"
+        lines.append(f"| {rows:,} | {seconds:,.1f} | {rows / seconds:,.0f} | {peak} |")
+    return "\n".join(lines)
 
 
 def p99(values: list[float]) -> float:
@@ -595,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += request_row(bench, sizes)
             _progress(rows)
             rows += concurrency_rows(bench, sizes, upload_rate)
+            growth = bench.growth
         finally:
             bench.db.close()
             if not args.keep:
@@ -604,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, {mode}, "
           f"{time.perf_counter() - started:.0f} s)\n")
     print(table(rows, judge=not args.quick))
+    print("\nHow an upload's cost grows with its size (one run each; the base size is the median of its rounds):\n")
+    print(growth_table(growth))
     return 0
 
 
