@@ -25,8 +25,8 @@ WORKER_DOMAINS = (
     ("control", "services.control.actors", 2),
     ("export", "services.export.actors", 4),
 )
-# periodiq imports every module that declares periodic actors: the control sweep and export retention.
-SCHEDULER_MODULES = ("services.control.actors", "services.export.actors")
+# periodiq imports every module that declares periodic actors: the control sweep, export and upload retention.
+SCHEDULER_MODULES = ("services.control.actors", "services.export.actors", "services.upload.actors")
 # `collect up` starts a process that exits again, unless it exits more than this often.
 MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60
 # The gateway's gunicorn settings (worker class with header deadline, JSON log lines, ...): one place.

@@ -15,6 +15,7 @@ import time
 import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 import psycopg2.errors
@@ -24,6 +25,7 @@ from shared import tasks as t
 from shared.broker import schedule_pause_expiry
 from shared.control_middleware import ControlMiddleware, StopRequested
 from shared.tasks import Task, TaskState
+from shared.transient import Backoff, describe, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +38,28 @@ class TaskFailed(Exception):
         self.error = {"code": code, "message": message, **details}
 
 
-class _StopBatch(BaseException):
-    """Leaves the batch transaction without committing (derives from BaseException so that a job's
-    `except Exception` cannot swallow it)."""
+class Stop(StrEnum):
+    """Why one step of the run loop ended: what the loop does next."""
 
-    def __init__(self, state: TaskState | None) -> None:
-        super().__init__(state)
-        self.state = state
+    CONTINUE = "continue"  # go on in the state (and from the checkpoint) the step reports
+    PAUSE = "pause"  # the pause was confirmed: the run ends
+    REVOKE = "revoke"  # the task was rolled back: the run ends
+    LEASE_LOST = "lease_lost"  # another worker holds the task now: the run ends without writes
+    FINISHED = "finished"  # the last batch committed with the task's result
+    FAILED = "failed"  # the job cannot finish: the task fails, keeping its committed work
+    RETRY = "retry"  # a transient database error rolled the step back: do it again after a backoff
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one step did. `state` None means "unknown: read it back from the database before going on";
+    `committed` says that a batch committed (the task made progress)."""
+
+    stop: Stop
+    state: TaskState | None = None
+    checkpoint: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    committed: bool = False
 
 
 @dataclass
@@ -104,86 +121,132 @@ class BatchRunner:
             fairness.wake_waiting(self.db, self.broker, task.organization_id, limit)
 
     def _run_claimed(self, job: BatchJob, task: Task, owner: uuid.UUID, actor: str) -> TaskState | None:
-        task_id, lease = task.id, self.settings.task_lease_seconds
-        if task.state is TaskState.REVOKING:
-            return self._revoke(job, task, owner, actor)
-        if task.state is TaskState.PAUSING:
-            return self._confirm_pause(task, owner, actor)
+        state, checkpoint = task.state, task.checkpoint
+        backoff = Backoff(self.settings.transient_retry_seconds)
+        while True:
+            step = self._step(job, task, owner, actor, state, checkpoint)
+            match step.stop:
+                case Stop.CONTINUE:
+                    state, checkpoint = step.state, step.checkpoint
+                    if step.committed:
+                        backoff.reset()
+                case Stop.RETRY:
+                    logger.warning("task %s: %s; retrying from the checkpoint", task.id, step.error["message"])
+                    # Whatever the reader of the old connection had buffered is gone with the batch.
+                    job.close()
+                    if not backoff.wait():
+                        return self._fail(task, owner, actor, step.error)
+                    state = None
+                case Stop.PAUSE:
+                    return TaskState.PAUSED
+                case Stop.REVOKE:
+                    return TaskState.REVOKED
+                case Stop.FINISHED:
+                    return TaskState.COMPLETED
+                case Stop.FAILED:
+                    return self._fail(task, owner, actor, step.error)
+                case Stop.LEASE_LOST:
+                    logger.warning("task %s: lease lost to another worker; stopping without writes", task.id)
+                    return None
 
-        checkpoint = task.checkpoint
-        control = ControlMiddleware.of(self.broker)
+    def _step(self, job: BatchJob, task: Task, owner: uuid.UUID, actor: str, state: TaskState | None,
+              checkpoint: dict[str, Any] | None) -> Step:
+        """Do what the task's state asks for next, turning every way it can end into a Step."""
         try:
-            while True:
-                try:
-                    started = time.monotonic()
-                    with self.db.transaction() as cur:
-                        with control.interruptible(task_id, cur.connection) if control else nullcontext():
-                            batch = job.run_batch(cur, task, checkpoint)
-                        state = t.save_progress(cur, task_id, owner, lease, checkpoint=batch.checkpoint,
-                                                done=batch.done, total=batch.total)
-                        if state is None or state is TaskState.REVOKING:
-                            raise _StopBatch(state)
-                        metrics.record_batch(cur, task.kind, batch.rows, batch.bytes, time.monotonic() - started)
-                        if batch.finished:
-                            t.apply(cur, t.COMPLETE, task_id, actor=actor, reason="all batches done",
-                                    lease_owner=owner, result=batch.result or {})
-                            logger.info("task %s completed", task_id)
-                            return TaskState.COMPLETED
-                except (psycopg2.errors.QueryCanceled, StopRequested):
-                    # A stop request cut the batch short. What was committed is in the database: go on
-                    # from there, whatever the state and checkpoint this run last saw.
-                    current = self._reload(task_id, owner)
-                    state = None if current is None else current.state
-                    if state is None or state is TaskState.REVOKING:
-                        raise _StopBatch(state) from None
-                    checkpoint = current.checkpoint
-                    if state is TaskState.RUNNING:
-                        continue
-                if state is TaskState.PAUSING:
+            match state:
+                case None:
+                    return self._reload(task.id, owner)
+                case TaskState.RUNNING:
+                    return self._batch(job, task, owner, actor, checkpoint)
+                case TaskState.PAUSING:
                     return self._confirm_pause(task, owner, actor)
-                checkpoint = batch.checkpoint
-        except _StopBatch as stop:
-            if stop.state is None:
-                logger.warning("task %s: lease lost to another worker; stopping without writes", task_id)
-                return None
-            return self._revoke(job, task, owner, actor)
+                case TaskState.REVOKING:
+                    return self._revoke(job, task, owner, actor)
+                case _:
+                    return Step(Stop.LEASE_LOST, state)
+        except (psycopg2.errors.QueryCanceled, StopRequested):
+            # A stop request cut the step short. What was committed is in the database: go on from there,
+            # whatever this run last saw.
+            return Step(Stop.CONTINUE)
         except TaskFailed as failure:
-            return self._fail(job, task, owner, actor, failure.error)
+            return Step(Stop.FAILED, error=failure.error)
         except Exception as exc:
-            logger.exception("task %s failed unexpectedly", task_id)
-            return self._fail(job, task, owner, actor, {"code": "internal_error", "message": str(exc)})
+            if is_transient(exc):
+                return Step(Stop.RETRY, error={"code": "transient_database_error", "message": describe(exc)})
+            logger.exception("task %s failed unexpectedly", task.id)
+            return Step(Stop.FAILED, error={"code": "internal_error", "message": describe(exc)})
 
-    def _reload(self, task_id: uuid.UUID, owner: uuid.UUID) -> Task | None:
-        """The task as stored (its lease renewed), or None when this run no longer holds it."""
+    def _batch(self, job: BatchJob, task: Task, owner: uuid.UUID, actor: str,
+               checkpoint: dict[str, Any] | None) -> Step:
+        """One batch and its checkpoint in one transaction; the state read back says what comes next. A
+        pause or revoke read here lets the batch commit: the next step confirms it (a revoke undoes it)."""
+        control = ControlMiddleware.of(self.broker)
+        started = time.monotonic()
+        with self.db.transaction() as cur:
+            with control.interruptible(task.id, cur.connection) if control else nullcontext():
+                batch = job.run_batch(cur, task, checkpoint)
+            state = t.save_progress(cur, task.id, owner, self.settings.task_lease_seconds,
+                                    checkpoint=batch.checkpoint, done=batch.done, total=batch.total)
+            if state is None:
+                cur.connection.rollback()
+                return Step(Stop.LEASE_LOST)
+            metrics.record_batch(cur, task.kind, batch.rows, batch.bytes, time.monotonic() - started)
+            if batch.finished and state is not TaskState.REVOKING:
+                t.apply(cur, t.COMPLETE, task.id, actor=actor, reason="all batches done",
+                        lease_owner=owner, result=batch.result or {})
+                logger.info("task %s completed", task.id)
+                return Step(Stop.FINISHED, TaskState.COMPLETED)
+        return Step(Stop.CONTINUE, state, batch.checkpoint, committed=True)
+
+    def _reload(self, task_id: uuid.UUID, owner: uuid.UUID) -> Step:
+        """The task's state and checkpoint as stored (its lease renewed), or LEASE_LOST."""
         with self.db.transaction() as cur:
             if t.renew_lease(cur, task_id, owner, self.settings.task_lease_seconds) is None:
-                return None
-            return t.get_task(cur, task_id)
+                return Step(Stop.LEASE_LOST)
+            current = t.get_task(cur, task_id)
+        return Step(Stop.CONTINUE, current.state, current.checkpoint)
 
-    def _confirm_pause(self, task: Task, owner: uuid.UUID, actor: str) -> TaskState:
-        with self.db.transaction() as cur:
-            paused = t.apply(cur, t.CONFIRM_PAUSE, task.id, actor=actor, reason="stopped at batch boundary",
-                             lease_owner=owner, pause_timeout=self.settings.pause_timeout_seconds)
-            metrics.record_pause(cur, task.kind, task.id)
+    def _confirm_pause(self, task: Task, owner: uuid.UUID, actor: str) -> Step:
+        """Pause at this batch boundary. A pause already superseded (resumed, revoked) is no error: the
+        state is read again and acted on."""
+        try:
+            with self.db.transaction() as cur:
+                paused = t.apply(cur, t.CONFIRM_PAUSE, task.id, actor=actor, reason="stopped at batch boundary",
+                                 lease_owner=owner, pause_timeout=self.settings.pause_timeout_seconds)
+                metrics.record_pause(cur, task.kind, task.id)
+        except t.TransitionRefused as refused:
+            logger.info("task %s: pause superseded (task is %s); going on", task.id, refused.state)
+            return Step(Stop.CONTINUE)
         schedule_pause_expiry(self.broker, task.id, self.settings.pause_timeout_seconds)
         logger.info("task %s paused at %s", task.id, paused.progress_done)
-        return TaskState.PAUSED
+        return Step(Stop.PAUSE, TaskState.PAUSED)
 
-    def _revoke(self, job: BatchJob, task: Task, owner: uuid.UUID, actor: str) -> TaskState:
-        with self.db.transaction() as cur:
-            job.rollback(cur, task)
-            storage.delete_task_files(cur, task.id)
-            t.apply(cur, t.CONFIRM_REVOKE, task.id, actor=actor, reason="effects rolled back", lease_owner=owner)
-        logger.info("task %s revoked and rolled back", task.id)
-        return TaskState.REVOKED
-
-    def _fail(self, job: BatchJob, task: Task, owner: uuid.UUID, actor: str, error: dict) -> TaskState | None:
+    def _revoke(self, job: BatchJob, task: Task, owner: uuid.UUID, actor: str) -> Step:
         try:
             with self.db.transaction() as cur:
                 job.rollback(cur, task)
+                storage.delete_task_files(cur, task.id)
+                t.apply(cur, t.CONFIRM_REVOKE, task.id, actor=actor, reason="effects rolled back", lease_owner=owner)
+        except t.TransitionRefused:
+            return Step(Stop.CONTINUE)
+        logger.info("task %s revoked and rolled back", task.id)
+        return Step(Stop.REVOKE, TaskState.REVOKED)
+
+    def _fail(self, task: Task, owner: uuid.UUID, actor: str, error: dict) -> TaskState | None:
+        """Record the failure. The committed batches and the checkpoint stay: `resume` retries from there,
+        `revoke` (or FAILED_TASK_TTL_HOURS) rolls them back."""
+        try:
+            with self.db.transaction() as cur:
                 t.apply(cur, t.FAIL, task.id, actor=actor, reason=error["code"], lease_owner=owner, error=error)
         except t.TransitionRefused as refused:
             # Revoked or taken over meanwhile: the other party's outcome stands.
             logger.warning("task %s: failure not recorded, task is %s", task.id, refused.state)
             return None
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The lease runs out and the sweep hands the task to a worker again, which retries or fails it.
+            logger.error("task %s: failure (%s) not recorded: %s", task.id, error["message"], describe(exc))
+            return None
+        logger.warning("task %s failed: %s", task.id, error["message"])
         return TaskState.FAILED

@@ -64,6 +64,13 @@ class Settings:
     body_stall_seconds: int = 30
     # `collect up` gives the Prometheus exporters of its worker domains this port and the next ones.
     worker_metrics_port: int = 9191
+    # A worker retries a batch that met a transient database error (lost connection, server restart,
+    # serialization failure, deadlock) for this long before it fails the task.
+    transient_retry_seconds: int = 300
+    # A failed task nobody resumes or revokes is revoked (its work rolled back) after this long.
+    failed_task_ttl_hours: int = 72
+    # A completed upload's source file is kept this long (for audits and re-imports), then deleted.
+    upload_file_retention_hours: int = 72
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -91,6 +98,9 @@ class Settings:
             header_timeout_seconds=_int(env, "HEADER_TIMEOUT_SECONDS", 10, minimum=1),
             body_stall_seconds=_int(env, "BODY_STALL_SECONDS", 30, minimum=1),
             worker_metrics_port=_int(env, "WORKER_METRICS_PORT", 9191, minimum=1),
+            transient_retry_seconds=_int(env, "TRANSIENT_RETRY_SECONDS", 300, minimum=1),
+            failed_task_ttl_hours=_int(env, "FAILED_TASK_TTL_HOURS", 72, minimum=1),
+            upload_file_retention_hours=_int(env, "UPLOAD_FILE_RETENTION_HOURS", 72, minimum=1),
         )
 
     def with_urls(self, database_url: str, redis_url: str) -> Settings:

@@ -26,6 +26,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 from dramatiq.threading import Interrupt, raise_thread_exception
 
 from shared.broker import schedule_sweep
+from shared.transient import with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,14 @@ class ControlMiddleware(Middleware):
             task_id = uuid.UUID(str(message.args[0]))
         except (IndexError, ValueError):
             raise SkipMessage(f"message {message.message_id} names no task") from None
+        row = with_retries(lambda: self._task_holding(task_id), attempts=self.db.maxconn + 1)
+        if row is None:
+            raise SkipMessage(f"task {task_id} does not exist")
+        if row["state"] not in ("queued", "running", "pausing", "revoking") or row["held"]:
+            logger.info("skipping message for task %s: state %s, held=%s", task_id, row["state"], row["held"])
+            raise SkipMessage(f"task {task_id} is {row['state']}")
+
+    def _task_holding(self, task_id: uuid.UUID) -> dict | None:
         with self.db.transaction() as cur:
             cur.execute(
                 """
@@ -138,9 +147,4 @@ class ControlMiddleware(Middleware):
                 """,
                 (task_id,),
             )
-            row = cur.fetchone()
-        if row is None:
-            raise SkipMessage(f"task {task_id} does not exist")
-        if row["state"] not in ("queued", "running", "pausing", "revoking") or row["held"]:
-            logger.info("skipping message for task %s: state %s, held=%s", task_id, row["state"], row["held"])
-            raise SkipMessage(f"task {task_id} is {row['state']}")
+            return cur.fetchone()

@@ -58,7 +58,10 @@ class Database:
                     # first request comes is met (and reported) like one that goes down later.
                     pool = psycopg2.pool.ThreadedConnectionPool(
                         0, self.maxconn, self.dsn, connect_timeout=self.connect_timeout,
-                        keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=2)
+                        keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=2,
+                        # Uploads are fed to COPY as UTF-8 bytes and text is read back as UTF-8, whatever the
+                        # server's default, the locale or PGCLIENTENCODING say.
+                        client_encoding="UTF8")
                     # psycopg2 keeps at most `minconn` returned connections and closes the rest; raised
                     # after construction (which opens `minconn` at once), every connection is kept idle
                     # for reuse instead of a new connection per transaction.

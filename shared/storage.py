@@ -166,8 +166,32 @@ def delete_task_files(cur, task_id: uuid.UUID) -> int:
     return cur.rowcount
 
 
+# Chunks go with their file (ON DELETE CASCADE); the task row stays, so it can still say what happened.
+_DELETE_EXPIRED = """
+DELETE FROM stored_files f USING tasks t
+WHERE f.task_id = t.id AND f.purpose = %(purpose)s
+  AND t.kind = %(kind)s AND t.state = 'completed'
+  AND t.finished_at < now() - make_interval(hours => %(hours)s)
+RETURNING f.task_id
+"""
+
+
+def delete_expired_files(cur, *, kind: str, purpose: str, retention_hours: int) -> list[uuid.UUID]:
+    """Delete the `purpose` files of `kind` tasks that completed more than `retention_hours` ago; returns
+    their tasks. Running it twice at once deletes nothing more (the second finds no files)."""
+    cur.execute(_DELETE_EXPIRED, {"kind": kind, "purpose": purpose, "hours": retention_hours})
+    return [row["task_id"] for row in cur.fetchall()]
+
+
 def delete_file(cur, file_id: uuid.UUID) -> None:
     cur.execute("DELETE FROM stored_files WHERE id = %s", (file_id,))
+
+
+def first_chunk(cur, file_id: uuid.UUID) -> bytes:
+    """The file's first chunk (empty when it has none), read in the caller's transaction."""
+    cur.execute("SELECT data FROM stored_file_chunks WHERE file_id = %s AND seq = 0", (file_id,))
+    row = cur.fetchone()
+    return b"" if row is None else bytes(row["data"])
 
 
 def iter_chunks(db, file_id: uuid.UUID, offset: int = 0) -> Iterator[bytes]:

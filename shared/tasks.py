@@ -164,7 +164,7 @@ TASK_JSON_SCHEMA: dict[str, Any] = {
         "pause_deadline": {**_TIMESTAMP, "description": "A paused task is revoked if not resumed by then."},
         "finished_at": _TIMESTAMP,
         "updated_at": {"type": "string", "format": "date-time"},
-        "revoke_reason": {"type": ["string", "null"], "description": "`user` or `pause_timeout`."},
+        "revoke_reason": {"type": ["string", "null"], "description": "`user`, `pause_timeout` or `failed_timeout`."},
         "queue_position": {"type": ["integer", "null"], "minimum": 1, "description": "While queued: the task's "
                            "place in its organization's line (1 starts next; at most ORG_MAX_RUNNING_TASKS of an "
                            "organization's tasks run at once). Null in any other state."},
@@ -306,6 +306,10 @@ RESUME_PAUSED = Transition(
     "resume", (TaskState.PAUSED,), TaskState.QUEUED, "paused_at = NULL, pause_deadline = NULL, enqueued_at = now()"
 )
 CANCEL_PAUSE = Transition("resume", (TaskState.PAUSING,), TaskState.RUNNING)
+# A failed task kept its committed work and checkpoint: resuming retries it from there.
+RESUME_FAILED = Transition(
+    "resume", (TaskState.FAILED,), TaskState.QUEUED, "error = NULL, finished_at = NULL, enqueued_at = now()"
+)
 # A queued task that never started has no effects to undo beyond its stored files.
 REVOKE_UNSTARTED = Transition(
     "revoke", (TaskState.QUEUED,), TaskState.REVOKED,
@@ -313,7 +317,7 @@ REVOKE_UNSTARTED = Transition(
 )
 REQUEST_REVOKE = Transition(
     "revoke",
-    (TaskState.QUEUED, TaskState.RUNNING, TaskState.PAUSING, TaskState.PAUSED),
+    (TaskState.QUEUED, TaskState.RUNNING, TaskState.PAUSING, TaskState.PAUSED, TaskState.FAILED),
     TaskState.REVOKING,
     "revoke_reason = %(reason)s, paused_at = NULL, pause_deadline = NULL, enqueued_at = now()",
 )
@@ -321,6 +325,12 @@ EXPIRE_PAUSE = Transition(
     "revoke", (TaskState.PAUSED,), TaskState.REVOKING,
     "revoke_reason = 'pause_timeout', paused_at = NULL, pause_deadline = NULL, enqueued_at = now()",
     "t.pause_deadline <= now()",
+)
+# A failed task nobody resumed or revoked within FAILED_TASK_TTL_HOURS: its work is rolled back.
+EXPIRE_FAILURE = Transition(
+    "revoke", (TaskState.FAILED,), TaskState.REVOKING,
+    "revoke_reason = 'failed_timeout', finished_at = NULL, enqueued_at = now()",
+    "t.finished_at <= now() - make_interval(hours => %(failed_ttl_hours)s)",
 )
 CONFIRM_REVOKE = Transition("revoke", (TaskState.REVOKING,), TaskState.REVOKED, f"finished_at = now(), {RELEASE_LEASE}")
 COMPLETE = Transition(
@@ -464,6 +474,16 @@ def expired_pauses(cur, limit: int = 500) -> list[uuid.UUID]:
     cur.execute(
         "SELECT id FROM tasks WHERE state = 'paused' AND pause_deadline <= now() ORDER BY pause_deadline LIMIT %s",
         (limit,),
+    )
+    return [row["id"] for row in cur.fetchall()]
+
+
+def expired_failures(cur, failed_ttl_hours: int, limit: int = 500) -> list[uuid.UUID]:
+    """Failed tasks left alone longer than `failed_ttl_hours` (candidates for EXPIRE_FAILURE)."""
+    cur.execute(
+        """SELECT id FROM tasks WHERE state = 'failed' AND finished_at <= now() - make_interval(hours => %s)
+           ORDER BY finished_at LIMIT %s""",
+        (failed_ttl_hours, limit),
     )
     return [row["id"] for row in cur.fetchall()]
 

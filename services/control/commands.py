@@ -53,9 +53,9 @@ class TaskControl:
         return task
 
     def resume(self, organization_id: uuid.UUID, task_id: uuid.UUID, actor: str) -> Task:
-        """A paused task is queued to continue from its checkpoint; a pausing one just keeps running."""
+        """A paused or failed task is queued to continue from its checkpoint; a pausing one just keeps running."""
         with self.db.transaction() as cur:
-            task = _apply_first(cur, (t.RESUME_PAUSED, t.CANCEL_PAUSE), task_id, actor=actor,
+            task = _apply_first(cur, (t.RESUME_PAUSED, t.CANCEL_PAUSE, t.RESUME_FAILED), task_id, actor=actor,
                                 reason="requested", organization_id=organization_id)
         if task.state is TaskState.QUEUED:
             self._wake(task)
@@ -87,11 +87,27 @@ class TaskControl:
         self._wake(task)
         return task
 
+    def expire_failure(self, task_id: uuid.UUID) -> Task | None:
+        """Revoke the task (reason `failed_timeout`) if it is still failed FAILED_TASK_TTL_HOURS after it
+        failed; None (and no change) otherwise. Safe to run any number of times, from any number of schedulers."""
+        try:
+            with self.db.transaction() as cur:
+                task = t.apply(cur, t.EXPIRE_FAILURE, task_id, actor=SWEEPER, reason="failed_timeout",
+                               failed_ttl_hours=self.settings.failed_task_ttl_hours)
+        except (t.TransitionRefused, t.TaskNotFound):
+            return None
+        logger.info("task %s failed more than %dh ago: revoking", task_id, self.settings.failed_task_ttl_hours)
+        self._wake(task)
+        return task
+
     def sweep(self) -> dict[str, int]:
-        """Expire overdue pauses and re-send the message of every task no worker is acting on."""
+        """Expire overdue pauses and old failures, and re-send the message of every task no worker is acting
+        on. Every change is a guarded transition: two sweeps at once change nothing twice."""
         with self.db.transaction() as cur:
             overdue = t.expired_pauses(cur)
+            failures = t.expired_failures(cur, self.settings.failed_task_ttl_hours)
         expired = sum(1 for task_id in overdue if self.expire_pause(task_id) is not None)
+        failures_expired = sum(1 for task_id in failures if self.expire_failure(task_id) is not None)
         with self.db.transaction() as cur:
             stalled = t.stalled_tasks(cur, queued_grace_seconds=max(60, 2 * self.settings.task_lease_seconds))
             for task in stalled:
@@ -99,7 +115,7 @@ class TaskControl:
         for task in stalled:
             logger.info("task %s (%s) has no live worker: re-sending its message", task.id, task.state)
             self._wake(task)
-        return {"pauses_expired": expired, "tasks_recovered": len(stalled)}
+        return {"pauses_expired": expired, "failures_expired": failures_expired, "tasks_recovered": len(stalled)}
 
     def wait_for_change(self, organization_id: uuid.UUID, task_id: uuid.UUID, transient: TaskState,
                         timeout: float, poll_interval: float = 0.02) -> Task:

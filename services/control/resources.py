@@ -119,14 +119,14 @@ class PauseResource(_ControlResource):
 
 
 class ResumeResource(_ControlResource):
-    """A paused task is queued to continue from its checkpoint; a pausing one keeps running.
+    """A paused or failed task is queued to continue from its checkpoint; a pausing one keeps running.
 
     ---
     post:
       summary: Resume a task
       description: >-
-        A paused task is queued to continue from its last checkpoint (state `queued`); a task still
-        `pausing` simply keeps running. Always 202: a worker picks the task up.
+        A paused or failed task is queued to continue from its last checkpoint (state `queued`); a task
+        still `pausing` simply keeps running. Always 202: a worker picks the task up.
       operationId: resumeTask
       tags: [control]
       parameters:
@@ -164,8 +164,8 @@ class RevokeResource(_ControlResource):
     post:
       summary: Revoke a task
       description: >-
-        Stops the task and rolls back everything it did. A task that never started is revoked at once
-        (200); otherwise its worker rolls it back (202, state `revoking`; 200 once `revoked` if that
+        Stops the task (also a failed one) and rolls back everything it did. A task that never started is
+        revoked at once (200); otherwise its worker rolls it back (202, state `revoking`; 200 once `revoked` if that
         happens within `wait` seconds).
       operationId: revokeTask
       tags: [control]

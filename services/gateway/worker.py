@@ -15,10 +15,12 @@ silence, not the whole body), like under any thread-per-request server.
 from __future__ import annotations
 
 import errno
+import json
 import selectors
 import time
 from functools import partial
 
+from gunicorn import util
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from shared.config import Settings
@@ -29,6 +31,20 @@ HEADER_END = b"\r\n\r\n"
 # still sending headers past this is not sending a request gunicorn would accept.
 MAX_HEADER_BYTES = 4096 + 100 * 8192
 RECV_BYTES = 65536
+
+
+def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answer to a request it cannot parse (a malformed request line, header or chunk), as an RFC
+    9457 problem like every other error of the API instead of gunicorn's HTML page."""
+    body = json.dumps({"type": "about:blank", "title": reason, "status": status_int,
+                       "detail": mesg or reason}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn has no hook for the format of its own error answers: its workers call util.write_error.
+util.write_error = write_problem
 
 
 class HeaderBufferedConn(TConn):

@@ -235,7 +235,9 @@ class UploadJob:
         self._closing = threading.Event()
 
     def _start(self, cur, task: Task) -> dict[str, Any]:
-        head = next(storage.iter_chunks(self.db, upload_file_id(task)), b"")
+        # Read with the batch's cursor: a stop request may interrupt this thread at any instruction, and one
+        # landing inside the connection pool's lock would leave the lock held.
+        head = storage.first_chunk(cur, upload_file_id(task))
         try:
             header, offset = read_header(head)
         except BadHeader as exc:
@@ -296,8 +298,6 @@ class UploadJob:
                       ("rows_inserted", "rows_skipped_duplicate", "rows_rejected", "rejections")}
             # The SHA-256 of the imported file, computed by the gateway as it stored the file.
             result["sha256"] = task.params.get("sha256")
-            # Every row now lives in responses: the file has served its purpose.
-            storage.delete_file(cur, upload_file_id(task))
         return Batch(checkpoint=new, done=parsed.end_offset, total=task.params["size_bytes"],
                      finished=parsed.finished, result=result,
                      rows=len(parsed.lines) + parsed.repeated_in_batch + parsed.rejected,

@@ -70,7 +70,8 @@ def test_the_gunicorn_config_takes_port_and_workers_from_the_settings(monkeypatc
     monkeypatch.setenv("GATEWAY_WORKERS", "3")
     try:
         config = importlib.reload(gunicorn_config)
-        assert (config.bind, config.workers, config.worker_class) == ("0.0.0.0:8123", 3, "gthread")
+        assert (config.bind, config.workers, config.worker_class) == (
+            "0.0.0.0:8123", 3, "services.gateway.worker.HeaderTimeoutWorker")
     finally:
         monkeypatch.undo()
         importlib.reload(gunicorn_config)

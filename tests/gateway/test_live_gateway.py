@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
 
 from tests.conftest import wait_for
 
@@ -33,3 +35,19 @@ def test_every_log_line_is_json_and_access_lines_name_the_request(live_gateway):
     assert access[0]["path"] == "/api/tasks/"
     for line in live_gateway.log_lines():
         json.loads(line)
+
+
+def test_a_request_gunicorn_cannot_parse_is_answered_with_a_problem(live_gateway):
+    # Given a request with a malformed Content-Length, refused by gunicorn before the app sees it
+    address = urlsplit(live_gateway.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(b"GET /api/tasks/ HTTP/1.1\r\nHost: x\r\nContent-Length: /z\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    # Then the answer is a 400 problem+json naming the header, like every other error of the API
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"Content-Type: application/problem+json" in head
+    problem = json.loads(body)
+    assert problem["status"] == 400 and "CONTENT-LENGTH" in problem["detail"].upper()

@@ -9,7 +9,7 @@ from datetime import UTC
 from falcon import testing
 
 from services.upload.sample_data import csv_bytes
-from tests.conftest import auth, count_responses, multipart, upload, wait_for_state
+from tests.conftest import auth, count_responses, get_task, multipart, upload, wait_for_state
 
 HEADER = "response_id,form_id,submitted_at,name,city\n"
 
@@ -162,12 +162,30 @@ def test_submitted_at_forms_are_stored_as_the_instant_they_name(client, api_key,
     assert {ids[rid]: value for rid, value in stored.items()} == cases
 
 
-def test_the_uploaded_file_is_deleted_once_imported(client, api_key, worker, rt):
+def test_the_uploaded_file_is_kept_until_its_retention_ends(client, api_key, worker, rt):
+    # Given a completed upload
     task_id = upload(client, api_key, csv_bytes(50)).json["task_id"]
     wait_for_state(client, api_key, task_id, "completed")
+    count = "SELECT count(*) AS n FROM stored_files WHERE task_id = %s"
     with rt.db.transaction() as cur:
-        cur.execute("SELECT count(*) AS n FROM stored_files WHERE task_id = %s", (task_id,))
+        cur.execute(count, (task_id,))
+        assert cur.fetchone()["n"] == 1
+    # When the retention job runs before UPLOAD_FILE_RETENTION_HOURS have passed, the file stays
+    from services.upload.actors import delete_expired_upload_files
+
+    delete_expired_upload_files()
+    with rt.db.transaction() as cur:
+        cur.execute(count, (task_id,))
+        assert cur.fetchone()["n"] == 1
+        # And once the task finished longer ago than that
+        cur.execute("UPDATE tasks SET finished_at = now() - make_interval(hours => %s) - interval '1 minute' "
+                    "WHERE id = %s", (rt.settings.upload_file_retention_hours, task_id))
+    delete_expired_upload_files()
+    # Then the file is deleted, and the task still reports its result
+    with rt.db.transaction() as cur:
+        cur.execute(count, (task_id,))
         assert cur.fetchone()["n"] == 0
+    assert get_task(client, api_key, task_id)["result"]["rows_inserted"] == 50
 
 
 def test_a_file_name_with_path_and_nul_characters_is_stored_safely(client, api_key):
