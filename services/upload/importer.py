@@ -33,7 +33,7 @@ from shared.read_ahead import ReadAhead
 from shared.tasks import Task
 
 MAX_REJECTIONS_KEPT = 100
-# A run's first batch holds this fraction of UPLOAD_BATCH_ROWS (see UploadJob._next_parsed).
+# A resumed run's first batch holds this fraction of UPLOAD_BATCH_ROWS (see UploadJob._next_parsed).
 FIRST_BATCH_FRACTION = 10
 COLUMNS = "organization_id, response_id, form_id, submitted_at, answers, layout_id, upload_task_id"
 
@@ -258,12 +258,13 @@ class UploadJob:
         stream = CsvStream(io.BufferedReader(reader, storage.CHUNK_BYTES), checkpoint["offset"], checkpoint["line"],
                            max_record_bytes=self.limits.bytes, max_field_bytes=self.limits.field_bytes,
                            column_names=checkpoint["columns"])
-        # A run's first batch is small: a started or resumed upload shows progress (and answers a pause at
-        # a batch boundary) at once, before its parser and COPY get up to speed.
+        # A resumed run's first batch is small: the upload shows progress again at once, before its parser
+        # and COPY are up to speed. (A new upload's first batch is a full one.)
+        resumed = checkpoint["line"] > 1
         self._closing = threading.Event()
         source = parse_batches(stream, Header.parse(checkpoint["columns"]), self.limits,
                                task.organization_id, task.id, checkpoint["layout_id"],
-                               first_rows=max(1, self.limits.rows // FIRST_BATCH_FRACTION),
+                               first_rows=max(1, self.limits.rows // FIRST_BATCH_FRACTION) if resumed else None,
                                stopped=self._closing.is_set)
         self._batches = ReadAhead(source, depth=2)
         return next(self._batches)
