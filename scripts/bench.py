@@ -190,13 +190,24 @@ def _wait_live(url: str, expect_status: int = 200, timeout: float = 60) -> None:
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
+    """Stop the processes and whatever they forked (a worker still importing gets 30 s, then SIGKILL)."""
+    import psutil
+
+    tree = []
     for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            tree += psutil.Process(proc.pid).children(recursive=True)
         proc.terminate()
     for proc in procs:
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(10)
+    _, alive = psutil.wait_procs(tree, timeout=5)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 class Stack:
