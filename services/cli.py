@@ -43,6 +43,22 @@ def scheduler_command(python: str = "python") -> list[str]:
     return [python, "-m", "services.control.scheduler", *SCHEDULER_MODULES]
 
 
+def gunicorn_command(app: str = "services.gateway.wsgi:app") -> list[str]:
+    """The gateway's gunicorn command line (scripts/bench runs its limit app with it too). Every gunicorn
+    setting (bind from PORT, worker class, workers, threads) is in GUNICORN_CONFIG."""
+    return [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "--config", GUNICORN_CONFIG, app]
+
+
+def stack_commands() -> list[list[str]]:
+    """What `up` starts, in this order: the gateway, one worker per service domain, the scheduler."""
+    python_bin = os.path.dirname(sys.executable)
+    return [
+        gunicorn_command(),
+        *[worker_command(service, os.path.join(python_bin, "dramatiq")) for service in WORKER_DOMAINS],
+        scheduler_command(sys.executable),
+    ]
+
+
 def _settings_with_database(start_redis: bool = False) -> tuple[Settings, object | None]:
     """Settings whose URLs point at real servers: the environment's, or embedded ones started now."""
     settings = Settings.from_env()
@@ -112,15 +128,8 @@ def up(dev_key: bool) -> None:
     settings, embedded = _settings_with_database(start_redis=True)
     migrate(settings.database_url)
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
-    metrics_dir, environments = _metrics_environments(env, settings.worker_metrics_port)
-    python_bin = os.path.dirname(sys.executable)
-    commands = [
-        # Every gunicorn setting (bind from PORT, worker class, workers, threads) is in GUNICORN_CONFIG.
-        [os.path.join(python_bin, "gunicorn"), "--config", GUNICORN_CONFIG, "services.gateway.wsgi:app"],
-        # --skip-logging: the workers' LogContext middleware installs the JSON log format instead.
-        *[worker_command(service, os.path.join(python_bin, "dramatiq")) for service in WORKER_DOMAINS],
-        scheduler_command(sys.executable),
-    ]
+    metrics_dir, environments = metrics_environments(env, settings.worker_metrics_port)
+    commands = stack_commands()
     children = [subprocess.Popen(command, env=environment)
                 for command, environment in zip(commands, environments, strict=True)]
     stopping = False
@@ -180,7 +189,7 @@ def _terminate(children: list[subprocess.Popen]) -> None:
             child.kill()
 
 
-def _metrics_environments(env: dict[str, str], worker_metrics_port: int) -> tuple[str, list[dict[str, str]]]:
+def metrics_environments(env: dict[str, str], worker_metrics_port: int) -> tuple[str, list[dict[str, str]]]:
     """A fresh Prometheus multiprocess directory for this run, and the environment of each process `up`
     starts (in its order: gateway, the worker domains, scheduler): the gateway and each worker domain
     count in a directory of their own (an exporter serves its whole directory), and the worker domains'

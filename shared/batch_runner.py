@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import psycopg2.errors
 
-from shared import metrics, storage
+from shared import fairness, metrics, storage
 from shared import tasks as t
 from shared.broker import schedule_pause_expiry
 from shared.stop_requests import StopListener, StopRequested
@@ -105,7 +105,11 @@ class BatchRunner:
         owner = uuid.uuid4()
         actor = worker_name()
         lease = self.settings.task_lease_seconds
+        limit = self.settings.org_max_running_tasks
         with self.db.transaction() as cur:
+            if not fairness.may_start(cur, task_id, limit):
+                logger.info("task %s waits in queued: its organization runs %d task(s) already", task_id, limit)
+                return None
             task = t.claim(cur, task_id, owner, lease, actor)
         if task is None:
             return None
@@ -113,6 +117,8 @@ class BatchRunner:
             return self._run_claimed(job, task, owner, actor)
         finally:
             job.close()
+            # Whatever ended the run, the task no longer holds a slot unless it is still running elsewhere.
+            fairness.wake_waiting(self.db, self.broker, task.organization_id, limit)
 
     def _run_claimed(self, job: BatchJob, task: Task, owner: uuid.UUID, actor: str) -> TaskState | None:
         state, checkpoint = task.state, task.checkpoint

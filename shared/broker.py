@@ -19,15 +19,32 @@ EXPIRE_PAUSE_ACTOR = "expire_pause"
 SWEEP_ACTOR = "sweep"
 
 
-def create_broker(redis_url: str, namespace: str = "dramatiq", timeout: float | None = None) -> RedisBroker:
+class PromptRedisBroker(RedisBroker):
+    """A RedisBroker whose consumers look at an empty queue at least every `idle_poll_ms` milliseconds.
+
+    Dramatiq's Redis consumer backs off exponentially while its queue is empty, up to the worker timeout
+    (1 s under the `dramatiq` command): a task resumed while its worker was idle waited up to that long
+    before its message was fetched. A poll is one small Lua call per queue (and delay queue) per interval."""
+
+    def __init__(self, *args, idle_poll_ms: int = 50, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.idle_poll_ms = idle_poll_ms
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
+        return super().consume(queue_name, prefetch, min(timeout, self.idle_poll_ms))
+
+
+def create_broker(redis_url: str, namespace: str = "dramatiq", timeout: float | None = None,
+                  idle_poll_ms: int = 50) -> RedisBroker:
     """A Redis broker with Dramatiq's default middleware only (shared.runtime adds ours). With `timeout`,
     connecting to Redis and each command give up after that many seconds (redis.TimeoutError) instead of
-    waiting on a server that does not answer."""
+    waiting on a server that does not answer. Idle consumers poll every `idle_poll_ms` at most
+    (PromptRedisBroker)."""
     # One retry (redis-py's default is three): a blip is absorbed, and an unanswering Redis costs at most
     # two timeouts, so a gateway request that sends a message still answers within seconds.
     client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                   retry=Retry(ExponentialWithJitterBackoff(), 1))
-    return RedisBroker(client=client, namespace=namespace)
+    return PromptRedisBroker(client=client, namespace=namespace, idle_poll_ms=idle_poll_ms)
 
 
 def send_task_message(broker: dramatiq.Broker, queue_name: str, actor_name: str, task_id) -> None:

@@ -41,6 +41,12 @@ class Settings:
     # A row with a field (cell) longer than this is rejected.
     max_field_bytes: int = 1024 * 1024
     export_batch_rows: int = 40000
+    # At most this many tasks of one organization run at once (paused ones do not count); the others wait
+    # in `queued`, in order (shared.fairness), so no organization takes every worker thread.
+    org_max_running_tasks: int = 2
+    # An idle worker looks for new messages at least this often (ms): how long a resumed task can wait
+    # before a worker picks it up (shared.broker.PromptRedisBroker).
+    worker_idle_poll_ms: int = 50
     data_dir: Path = Path(".data")
     db_pool_size: int = 10
     # Prefix of the broker's Redis keys: separate namespaces on one Redis never see each other's messages.
@@ -81,6 +87,8 @@ class Settings:
             upload_batch_bytes=_int(env, "UPLOAD_BATCH_BYTES", 16 * 1024 * 1024, minimum=1024),
             max_field_bytes=_int(env, "MAX_FIELD_BYTES", 1024 * 1024, minimum=1),
             export_batch_rows=_int(env, "EXPORT_BATCH_ROWS", 40000, minimum=1),
+            org_max_running_tasks=_int(env, "ORG_MAX_RUNNING_TASKS", 2, minimum=1),
+            worker_idle_poll_ms=_int(env, "WORKER_IDLE_POLL_MS", 50, minimum=1),
             data_dir=Path(env.get("COLLECT_DATA_DIR") or ".data"),
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=2),
             broker_namespace=env.get("BROKER_NAMESPACE") or "dramatiq",

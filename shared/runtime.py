@@ -48,7 +48,8 @@ def runtime() -> Runtime:
     settings = Settings.from_env()
     database_url, redis_url = settings.require_urls()
     db = Database(database_url, maxconn=settings.db_pool_size, connect_timeout=settings.dependency_timeout_seconds)
-    broker = create_broker(redis_url, settings.broker_namespace, timeout=settings.dependency_timeout_seconds)
+    broker = create_broker(redis_url, settings.broker_namespace, timeout=settings.dependency_timeout_seconds,
+                           idle_poll_ms=settings.worker_idle_poll_ms)
     for middleware in worker_middleware(db, settings):
         broker.add_middleware(middleware)
     dramatiq.set_broker(broker)

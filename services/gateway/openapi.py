@@ -44,10 +44,10 @@ _EXAMPLE_TASK = {
     "params": {"file_id": "5d2c8a41-7e3b-4f9a-b6c0-1e8d7f2a9b35", "filename": "responses.csv",
                "size_bytes": 52428800},
     "created_at": "2026-11-27T10:00:00Z", "started_at": None, "paused_at": None, "pause_deadline": None,
-    "finished_at": None, "updated_at": "2026-11-27T10:00:00Z", "revoke_reason": None, "result": None,
-    "error": None,
+    "finished_at": None, "updated_at": "2026-11-27T10:00:00Z", "revoke_reason": None, "queue_position": 1,
+    "result": None, "error": None,
 }
-_STARTED = {"started_at": "2026-11-27T10:00:01Z", "updated_at": "2026-11-27T10:00:31Z",
+_STARTED = {"started_at": "2026-11-27T10:00:01Z", "updated_at": "2026-11-27T10:00:31Z", "queue_position": None,
             "progress": {"done": 20971520, "total": 52428800, "unit": "bytes", "percent": 40.0}}
 # Task JSON in each state a response can show, for the documented responses to refer to.
 TASK_EXAMPLES = {

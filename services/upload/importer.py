@@ -10,9 +10,9 @@ so it is simply redone).
 from __future__ import annotations
 
 import io
-import json
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,7 +34,9 @@ from shared.read_ahead import ReadAhead
 from shared.tasks import Task
 
 MAX_REJECTIONS_KEPT = 100
-COLUMNS = "organization_id, response_id, form_id, submitted_at, answers, upload_task_id"
+# A resumed run's first batch holds this fraction of UPLOAD_BATCH_ROWS (see UploadJob._next_parsed).
+FIRST_BATCH_FRACTION = 10
+COLUMNS = "organization_id, response_id, form_id, submitted_at, answers, layout_id, upload_task_id"
 
 _COPY_RESPONSES = f"COPY responses ({COLUMNS}) FROM STDIN"
 # Fallback when another upload inserted some of the same ids after they were looked up.
@@ -55,9 +57,11 @@ ON CONFLICT (organization_id, form_id) DO UPDATE SET questions = forms.questions
 WHERE NOT EXCLUDED.questions <@ forms.questions
 """
 _DELETE_INSERTED = "DELETE FROM responses WHERE organization_id = %s AND upload_task_id = %s"
+# A file's question columns, in its order, are the layout of its rows' answers arrays: the same header
+# finds the layout an earlier upload made (two racing uploads may make two equal layouts: harmless).
+_FIND_LAYOUT = "SELECT min(id) AS id FROM answer_layouts WHERE organization_id = %s AND questions = %s::text[]"
+_CREATE_LAYOUT = "INSERT INTO answer_layouts (organization_id, questions) VALUES (%s, %s::text[]) RETURNING id"
 
-# The C string encoder behind json.dumps(..., ensure_ascii=False).
-_json_string = json.encoder.encode_basestring
 
 
 def _copy_text(value: str) -> str:
@@ -65,6 +69,19 @@ def _copy_text(value: str) -> str:
     if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
         return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     return value
+
+
+def _array_element(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' if value else "NULL"
+
+
+def answers_array(values: list[str]) -> str:
+    """The text[] literal of a row's answers, an empty answer as NULL (not yet escaped for COPY)."""
+    together = "".join(values)
+    if '"' in together or "\\" in together:
+        return "{" + ",".join([_array_element(value) for value in values]) + "}"
+    # No answer holds a quote, so "" can only be an empty answer: two joins and one replace for the row.
+    return ('{"' + '","'.join(values) + '"}').replace('""', "NULL") if values else "{}"
 
 
 @dataclass
@@ -135,18 +152,19 @@ class _Unanswered(dict[str, set[int]]):
         return waiting
 
 
-def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organization_id, task_id
-                  ) -> Iterator[ParsedBatch]:
-    """Cut the stream into batches of `limits.rows` records (valid or not), or fewer whose COPY data
-    reaches `limits.bytes` bytes."""
+def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organization_id, task_id,
+                  layout_id: int = 0, first_rows: int | None = None,
+                  stopped: Callable[[], bool] | None = None) -> Iterator[ParsedBatch]:
+    """Cut the stream into batches of `limits.rows` records (valid or not; the first batch `first_rows`
+    when given), or fewer whose COPY data reaches `limits.bytes` bytes. Each row's answers follow `header`'s
+    question order (its layout). Ends, mid-batch and without yielding it, soon after `stopped()` is true."""
     rid, fid, sat = header.response_id, header.form_id, header.submitted_at
     question_index = [i for i, _ in header.questions]
-    # The answers' JSON is assembled from pre-encoded keys: the hot loop encodes only the values.
-    key_prefixes = [_json_string(name) + ":" for _, name in header.questions]
     width = len(header.columns)
-    prefix, suffix = f"{organization_id}\t", f"\t{task_id}\n"
+    prefix, suffix = f"{organization_id}\t", f"\t{layout_id}\t{task_id}\n"
     records = stream.records()
     unanswered = _Unanswered(question_index)
+    rows_limit = first_rows or limits.rows
     while True:
         batch = ParsedBatch(start_offset=stream.offset)
         seen_ids: set[str] = set()
@@ -154,6 +172,9 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
         count = 0
         size = 0
         for line, row in records:
+            # A run that ends (paused, revoked) must not wait for a whole batch to be parsed for nothing.
+            if stopped is not None and not count % 1024 and stopped():
+                return
             if not row and not isinstance(row, str):  # a blank line (an unreadable record is a str reason)
                 continue
             reason, response_id, form_id, submitted_at = _checked(row, width, rid, fid, sat)
@@ -174,15 +195,14 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
                     if answered:
                         waiting -= answered
                         newly_answered.setdefault(form_id, set()).update(answered)
-                answers = ",".join([key + _json_string(row[i])
-                                    for key, i in zip(key_prefixes, question_index, strict=True) if row[i]])
+                answers = answers_array([row[i] for i in question_index])
                 encoded = (f"{prefix}{response_id}\t{_copy_text(form_id)}\t"
                            f"{timestamp_for_copy(row[sat], submitted_at)}\t"
-                           f"{{{_copy_text(answers)}}}{suffix}").encode()
+                           f"{_copy_text(answers)}{suffix}").encode()
                 batch.ids.append(response_id)
                 batch.lines.append(encoded)
                 size += len(encoded)
-            if count >= limits.rows or size >= limits.bytes:
+            if count >= rows_limit or size >= limits.bytes:
                 break
         else:
             batch.finished = True
@@ -190,9 +210,21 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
             batch.questions_seen[form_id] = [name for i, name in header.questions if i in positions]
         batch.size = size
         batch.end_offset, batch.end_line = stream.offset, stream.line
+        rows_limit = limits.rows
         yield batch
         if batch.finished:
             return
+
+
+def answer_layout(cur, organization_id, header: Header) -> int:
+    """The id of the layout of `header`'s question columns (made when the organization has none yet)."""
+    questions = [name for _, name in header.questions]
+    cur.execute(_FIND_LAYOUT, (organization_id, questions))
+    found = cur.fetchone()["id"]
+    if found is not None:
+        return found
+    cur.execute(_CREATE_LAYOUT, (organization_id, questions))
+    return cur.fetchone()["id"]
 
 
 def upload_file_id(task: Task) -> uuid.UUID:
@@ -220,6 +252,7 @@ class UploadJob:
         self.db = db
         self.limits = limits
         self._batches: ReadAhead[ParsedBatch] | None = None
+        self._closing = threading.Event()
 
     def _start(self, cur, task: Task) -> dict[str, Any]:
         # Read with the batch's cursor: a stop request may interrupt this thread at any instruction, and one
@@ -231,6 +264,7 @@ class UploadJob:
             raise TaskFailed("bad_header", str(exc)) from None
         return {
             "offset": offset, "line": 1, "columns": list(header.columns),
+            "layout_id": answer_layout(cur, task.organization_id, header),
             "rows_inserted": 0, "rows_skipped_duplicate": 0, "rows_rejected": 0, "rejections": [],
         }
 
@@ -244,14 +278,23 @@ class UploadJob:
         stream = CsvStream(io.BufferedReader(reader, storage.CHUNK_BYTES), checkpoint["offset"], checkpoint["line"],
                            max_record_bytes=self.limits.bytes, max_field_bytes=self.limits.field_bytes,
                            column_names=checkpoint["columns"])
+        # A resumed run's first batch is small: the upload shows progress again at once, before its parser
+        # and COPY are up to speed. (A new upload's first batch is a full one.)
+        resumed = checkpoint["line"] > 1
+        self._closing = threading.Event()
         source = parse_batches(stream, Header.parse(checkpoint["columns"]), self.limits,
-                               task.organization_id, task.id)
+                               task.organization_id, task.id, checkpoint["layout_id"],
+                               first_rows=max(1, self.limits.rows // FIRST_BATCH_FRACTION) if resumed else None,
+                               stopped=self._closing.is_set)
         self._batches = ReadAhead(source, depth=2)
         return next(self._batches)
 
     def run_batch(self, cur, task: Task, checkpoint: dict[str, Any] | None) -> Batch:
         if checkpoint is None:
             checkpoint = self._start(cur, task)
+        elif "layout_id" not in checkpoint:  # a task checkpointed before answers had layouts
+            header = Header.parse(checkpoint["columns"])
+            checkpoint = {**checkpoint, "layout_id": answer_layout(cur, task.organization_id, header)}
         parsed = self._next_parsed(task, checkpoint)
         cur.execute("SET LOCAL synchronous_commit = off; SET LOCAL TimeZone = 'UTC'")
         inserted = self._insert(cur, task, parsed) if parsed.lines else 0
@@ -304,5 +347,6 @@ class UploadJob:
 
     def close(self) -> None:
         if self._batches is not None:
+            self._closing.set()
             self._batches.close()
             self._batches = None

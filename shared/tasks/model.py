@@ -45,10 +45,12 @@ class Task:
     pause_deadline: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    # Read with QUEUE_POSITION; None where a statement does not select it.
+    queue_position: int | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Task:
-        fields = {name: row[name] for name in cls.__dataclass_fields__}
+        fields = {name: row[name] for name in cls.__dataclass_fields__ if name in row}
         fields["state"] = TaskState(row["state"])
         return cls(**fields)
 
@@ -90,6 +92,7 @@ class Task:
             "finished_at": _iso(self.finished_at),
             "updated_at": _iso(self.updated_at),
             "revoke_reason": self.revoke_reason,
+            "queue_position": self.queue_position,
             "result": self.result,
             "error": self.error,
         }
@@ -106,7 +109,7 @@ TASK_JSON_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["task_id", "kind", "state", "progress", "rate_per_second", "eta_seconds", "params",
                  "created_at", "started_at", "paused_at", "pause_deadline", "finished_at", "updated_at",
-                 "revoke_reason", "result", "error"],
+                 "revoke_reason", "queue_position", "result", "error"],
     "properties": {
         "task_id": {"type": "string", "format": "uuid"},
         "kind": {"type": "string", "description": "What the task does: `upload`, `export`."},
@@ -132,10 +135,25 @@ TASK_JSON_SCHEMA: dict[str, Any] = {
         "finished_at": _TIMESTAMP,
         "updated_at": {"type": "string", "format": "date-time"},
         "revoke_reason": {"type": ["string", "null"], "description": "`user`, `pause_timeout` or `failed_timeout`."},
+        "queue_position": {"type": ["integer", "null"], "minimum": 1, "description": "While queued: the task's "
+                           "place in its organization's line (1 starts next; at most ORG_MAX_RUNNING_TASKS of an "
+                           "organization's tasks run at once). Null in any other state."},
         "result": {**_OBJECT_OR_NULL, "description": "What a completed task produced (depends on its kind)."},
         "error": {**_OBJECT_OR_NULL, "description": "Why a failed task failed: `code`, `message`, details."},
     },
 }
+
+
+# Where a queued task stands in its organization's line (1 = next to start: shared.fairness starts tasks in
+# this order), NULL in any other state. It counts the others, never the row itself, so that it gives the same
+# answer in a RETURNING clause, whose subqueries see the table as it was before the statement. (The state is
+# the enum's own value, spelled once, not a parameter: the statements that select this use both styles.)
+QUEUE_POSITION = f"""
+    CASE WHEN t.state = '{TaskState.QUEUED.value}' THEN (
+        SELECT 1 + count(*) FROM tasks w
+        WHERE w.organization_id = t.organization_id AND w.state = '{TaskState.QUEUED.value}' AND w.id <> t.id
+          AND (w.created_at, w.id) < (t.created_at, t.id)) END AS queue_position
+"""
 
 
 def create_task(
@@ -152,11 +170,11 @@ def create_task(
 ) -> Task:
     """Insert a queued task and its first event."""
     cur.execute(
-        """
-        INSERT INTO tasks (id, organization_id, kind, queue_name, actor_name, state, params,
-                           progress_unit, enqueued_at)
+        f"""
+        INSERT INTO tasks AS t (id, organization_id, kind, queue_name, actor_name, state, params,
+                                progress_unit, enqueued_at)
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())
-        RETURNING *
+        RETURNING *, {QUEUE_POSITION}
         """,
         (task_id or uuid.uuid4(), organization_id, kind, queue_name, actor_name, str(TaskState.QUEUED),
          Json(params or {}), progress_unit),
@@ -169,7 +187,7 @@ def create_task(
 def get_task(cur, task_id: uuid.UUID, organization_id: uuid.UUID | None = None) -> Task:
     """The task; raises TaskNotFound when it does not exist or belongs to another organization."""
     cur.execute(
-        "SELECT * FROM tasks WHERE id = %s AND (%s::uuid IS NULL OR organization_id = %s::uuid)",
+        f"SELECT *, {QUEUE_POSITION} FROM tasks t WHERE id = %s AND (%s::uuid IS NULL OR organization_id = %s::uuid)",
         (task_id, organization_id, organization_id),
     )
     row = cur.fetchone()
@@ -207,7 +225,7 @@ def list_tasks(
     params = {"org": organization_id, "states": states, "kinds": kinds, "id_prefix": id_prefix,
               "id_low": digits.ljust(32, "0"), "id_high": digits.ljust(32, "f"), "limit": limit, "offset": offset}
     cur.execute(
-        f"""SELECT *, count(*) OVER () AS total_count FROM tasks WHERE {_LIST_FILTER}
+        f"""SELECT *, {QUEUE_POSITION}, count(*) OVER () AS total_count FROM tasks t WHERE {_LIST_FILTER}
             ORDER BY created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s""",
         params,
     )

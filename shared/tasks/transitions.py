@@ -15,7 +15,7 @@ from typing import Any
 from psycopg2.extras import Json
 
 from shared.task_states import LEASED_STATES, TaskState, names
-from shared.tasks.model import Task, get_task, record_event
+from shared.tasks.model import QUEUE_POSITION, Task, get_task, record_event
 
 # The channel a committed transition is announced on; the payload is the task's id.
 CHANGES_CHANNEL = "task_changes"
@@ -141,7 +141,7 @@ def apply(
         )
         UPDATE tasks t SET {sets}
         FROM old WHERE t.id = old.id AND {" AND ".join(guards)}
-        RETURNING old.state AS previous_state, old.lease_owner AS previous_owner, t.*,
+        RETURNING old.state AS previous_state, old.lease_owner AS previous_owner, t.*, {QUEUE_POSITION},
                   pg_notify(%(channel)s, t.id::text) AS notified
         """,
         values,

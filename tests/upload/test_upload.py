@@ -41,7 +41,7 @@ def test_upload_inserts_rows_and_reports_counts(client, api_key, worker, rt):
     assert "expected 5 columns, found 3" in task["result"]["rejections"][2]["reason"]
     assert task["progress"]["done"] == task["progress"]["total"] == len(data)
     with rt.db.transaction() as cur:
-        cur.execute("SELECT answers, submitted_at FROM responses WHERE response_id = %s",
+        cur.execute("SELECT answers, submitted_at FROM response_answers WHERE response_id = %s",
                     ("6f1d7a2c-2222-4a8e-9d5e-0c1b2a3d4e5f",))
         row = cur.fetchone()
     assert row["answers"] == {"name": "multi\nline", "city": "Pune"}

@@ -1,0 +1,642 @@
+"""Every row of the performance table (issue 10), each against its baseline measured in the same run.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0 \\
+        scripts/bench [--quick] [--rounds 3] [--port 8099]
+
+Works in its own database (collect_bench, dropped and recreated on the server DATABASE_URL names) and its own
+broker namespace on REDIS_URL, and starts the stack exactly as `collect up` does (services.cli.stack_commands)
+on --port (BENCH_DATABASE names another database). Baselines, as the issue fixes them:
+- upload: `psql \\copy` of the same CSV file into a flat table (one typed column per CSV column, primary key
+  on response_id, an index on (submitted_at, response_id));
+- export: `psql \\copy (SELECT the CSV's columns FROM flat WHERE submitted_at in range ORDER BY submitted_at,
+  response_id) TO file WITH (FORMAT csv, HEADER)` over the same rows;
+- requests: a minimal Falcon app (scripts/bench_limit_app.py) under the gateway's gunicorn settings, one
+  indexed primary-key SELECT per request from the same pool, under the same load.
+--quick (100k rows, one round, small scale rows) is the CI smoke test: it prints the table without pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import http.client
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg2  # noqa: E402
+import redis  # noqa: E402
+from benchlib import NAMESPACE, fresh_database, server_urls  # noqa: E402
+from services.upload.sample_data import QUESTIONS, write_responses  # noqa: E402
+
+from services.cli import gunicorn_command, metrics_environments, stack_commands  # noqa: E402
+from shared.db import Database, drop_database  # noqa: E402
+
+BENCH_DATABASE = os.environ.get("BENCH_DATABASE") or "collect_bench"
+# The sample data's responses are submitted during 2024: the export range covers all of them.
+EXPORT_RANGE = {"from_date": "2024-01-01", "to_date": "2024-12-31"}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each measurement is: the issue's sizes for a full run, small ones for --quick."""
+
+    rows: int = 1_000_000
+    big: int = 5_000_000
+    rss_small: int = 500_000
+    growth_small: int = 100_000
+    pause_trials: int = 50
+    load_seconds: float = 8.0
+    clients: int = 32
+    orgs: int = 8
+    org_rows: int = 250_000
+    neighbour_rows: int = 1_000
+    rounds: int = 3
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(rows=100_000, big=200_000, rss_small=100_000, growth_small=50_000, pause_trials=10,
+                   load_seconds=1.0, org_rows=12_500, rounds=1)
+
+
+@dataclass
+class Row:
+    """One line of the table: `measured` against `baseline` (their ratio), or alone against `target`."""
+
+    what: str
+    measured: float
+    unit: str
+    baseline: float | None
+    target: str
+    passed: bool
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return None if not self.baseline else self.measured / self.baseline
+
+
+# --- the stack and the database ------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, server_url: str, redis_url: str, ports: tuple[int, int], scratch: Path) -> None:
+        self.database_url = fresh_database(server_url, BENCH_DATABASE)
+        self.redis_url = redis_url
+        self.port, self.limit_port = ports
+        self.scratch = scratch
+        self.db = Database(self.database_url, maxconn=4)
+        self.env = {**os.environ, "DATABASE_URL": self.database_url, "REDIS_URL": redis_url,
+                    "BROKER_NAMESPACE": NAMESPACE}
+        self._files: dict[int, Path] = {}
+        # (rows, seconds, upload worker peak RSS or None) of each upload size measured: the cost-growth table.
+        self.growth: list[tuple[int, float, int | None]] = []
+
+    def csv_file(self, rows: int) -> Path:
+        """A sample CSV of `rows` responses (made once per run; the same seed gives the same rows)."""
+        if rows not in self._files:
+            path = self.scratch / f"responses-{rows}.csv"
+            with path.open("w", newline="", encoding="utf-8") as out:
+                write_responses(out, rows, seed=rows)
+            self._files[rows] = path
+        return self._files[rows]
+
+    def api_key(self) -> str:
+        """An API key of a new organization."""
+        from shared import orgs
+
+        with self.db.transaction() as cur:
+            return orgs.create_api_key(cur, f"bench-{uuid.uuid4()}")
+
+    def sql(self, statement: str, params: tuple = ()) -> list[dict]:
+        with self.db.transaction() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+
+    def reset(self) -> None:
+        """Forget every response, task and file of earlier measurements (each starts from empty tables)."""
+        self.sql("TRUNCATE responses, tasks, stored_files, answer_layouts, forms CASCADE")
+        self.vacuum()
+
+    def vacuum(self, *tables: str) -> None:
+        """VACUUM ANALYZE (outside a transaction, as it must run)."""
+        with contextlib.closing(psycopg2.connect(self.database_url)) as conn:
+            conn.autocommit = True
+            conn.cursor().execute(f"VACUUM ANALYZE {', '.join(tables)}")
+
+    @contextlib.contextmanager
+    def stack(self) -> Iterator[Stack]:
+        client = redis.Redis.from_url(self.redis_url)
+        stale = client.keys(f"{NAMESPACE}:*")
+        if stale:
+            client.delete(*stale)
+        env = {**self.env, "PORT": str(self.port), "WORKER_METRICS_PORT": str(self.limit_port + 1)}
+        metrics_dir, environments = metrics_environments(env, self.limit_port + 1)
+        procs = [subprocess.Popen(command, env=environment, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+                 for command, environment in zip(stack_commands(), environments, strict=True)]
+        try:
+            _wait_live(f"http://127.0.0.1:{self.port}/health/live")
+            time.sleep(2)  # the workers boot more slowly than the gateway
+            yield Stack(self.port, procs)
+        finally:
+            _stop(procs)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def limit_app(self) -> Iterator[int]:
+        """The limit app, running under the gateway's gunicorn settings; yields its port."""
+        port = self.limit_port
+        command = gunicorn_command("bench_limit_app:app")
+        proc = subprocess.Popen([*command[:-1], "--pythonpath", str(ROOT / "scripts"), command[-1]],
+                                env={**self.env, "PORT": str(port)}, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            _wait_live(f"http://127.0.0.1:{port}/tasks/{uuid.uuid4()}", expect_status=404)
+            yield port
+        finally:
+            _stop([proc])
+
+
+def _wait_live(url: str, expect_status: int = 200, timeout: float = 60) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError as error:
+            if error.code == expect_status:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Stop the processes and whatever they forked (a worker still importing gets 30 s, then SIGKILL)."""
+    import psutil
+
+    tree = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            tree += psutil.Process(proc.pid).children(recursive=True)
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    _, alive = psutil.wait_procs(tree, timeout=5)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+
+
+class Stack:
+    """The running stack's API, as a client sees it."""
+
+    def __init__(self, port: int, procs: list[subprocess.Popen]) -> None:
+        self.port = port
+        self.procs = procs
+
+    def request(self, method: str, path: str, key: str, body=None, headers: dict | None = None) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600, blocksize=1 << 20)
+        try:
+            conn.request(method, path, body=body, headers={"Authorization": f"Bearer {key}", **(headers or {})})
+            response = conn.getresponse()
+            data = response.read()
+            return response.status, (json.loads(data) if data else {})
+        finally:
+            conn.close()
+
+    def post_file(self, key: str, path: Path) -> str:
+        """POST the file as multipart/form-data, streamed from disk; returns the task id."""
+        boundary = uuid.uuid4().hex
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
+                "Content-Type: text/csv\r\n\r\n").encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        body = _Concatenated(head, path, tail)
+        status, task = self.request("POST", "/api/upload-file/", key, body, {
+            "Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(body.length)})
+        if status != 202:
+            raise RuntimeError(f"upload refused: {status} {task}")
+        return task["task_id"]
+
+    def task(self, key: str, task_id: str) -> dict:
+        return self.request("GET", f"/api/tasks/{task_id}/", key)[1]
+
+    def wait(self, key: str, task_id: str, *states: str, interval: float = 0.05, timeout: float = 3600) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            task = self.task(key, task_id)
+            if task["state"] in states:
+                return task
+            time.sleep(interval)
+        raise RuntimeError(f"task {task_id} did not reach {states} within {timeout} s")
+
+    def upload(self, key: str, path: Path, rows: int) -> float:
+        """Upload the file; returns the seconds from the POST's first byte to `completed` (checking every row
+        was inserted)."""
+        started = time.perf_counter()
+        task_id = self.post_file(key, path)
+        task = self.wait(key, task_id, "completed", "failed", "revoked")
+        seconds = time.perf_counter() - started
+        if task["state"] != "completed" or task["result"]["rows_inserted"] != rows:
+            raise RuntimeError(f"upload did not insert every row: {task}")
+        return seconds
+
+    def worker_peak_rss(self, queue: str = "upload") -> int:
+        """The peak resident set (bytes, Linux VmHWM) of the worker processes of `queue` so far."""
+        import psutil
+
+        master = next(p for p in self.procs if f"--queues {queue} " in " ".join(map(str, p.args)) + " ")
+        peak = 0
+        for proc in [psutil.Process(master.pid), *psutil.Process(master.pid).children(recursive=True)]:
+            with open(f"/proc/{proc.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]) * 1024)
+        return peak
+
+
+class _Concatenated:
+    """A request body read from bytes, a file and bytes, without holding the file in memory."""
+
+    def __init__(self, head: bytes, path: Path, tail: bytes) -> None:
+        self.length = len(head) + path.stat().st_size + len(tail)
+        self._parts = iter([head, path, tail])
+        self._current = None
+
+    def read(self, size: int = -1) -> bytes:
+        while True:
+            if self._current is None:
+                part = next(self._parts, None)
+                if part is None:
+                    return b""
+                self._current = part.open("rb") if isinstance(part, Path) else _BytesReader(part)
+            data = self._current.read(size)
+            if data:
+                return data
+            self._current.close()
+            self._current = None
+
+
+class _BytesReader:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def read(self, size: int = -1) -> bytes:
+        size = len(self._data) if size < 0 else size
+        out, self._data = self._data[:size], self._data[size:]
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+# --- baselines -------------------------------------------------------------------------------------------
+
+_FLAT_COLUMNS = ["response_id", "form_id", "submitted_at", *QUESTIONS]
+
+
+def psql(bench: Bench, command: str) -> float:
+    """Run one psql command (e.g. a \\copy) against the bench database; returns its seconds."""
+    started = time.perf_counter()
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", bench.database_url, "-c", command], check=True)
+    return time.perf_counter() - started
+
+
+def baseline_copy_in(bench: Bench, path: Path) -> float:
+    """psql \\copy of the file into a fresh flat table: one typed column per CSV column, the primary key on
+    response_id and an index on (submitted_at, response_id), as responses has for its keys."""
+    questions = ", ".join(f'"{q}" text' for q in QUESTIONS)
+    bench.sql("DROP TABLE IF EXISTS flat")
+    bench.sql(f"CREATE TABLE flat (response_id uuid PRIMARY KEY, form_id text NOT NULL, "
+              f"submitted_at timestamptz NOT NULL, {questions})")
+    bench.sql("CREATE INDEX flat_submitted ON flat (submitted_at, response_id)")
+    columns = ", ".join(f'"{c}"' for c in _FLAT_COLUMNS)
+    return psql(bench, f"\\copy flat ({columns}) FROM '{path}' WITH (FORMAT csv, HEADER true)")
+
+
+def baseline_copy_out(bench: Bench, out: Path) -> float:
+    """psql \\copy (SELECT the CSV's columns FROM flat in the range ORDER BY submitted_at, response_id) TO file."""
+    columns = ", ".join(f'"{c}"' for c in _FLAT_COLUMNS)
+    select = (f"SELECT {columns} FROM flat WHERE submitted_at >= '{EXPORT_RANGE['from_date']}T00:00:00Z' "
+              f"AND submitted_at < '{EXPORT_RANGE['to_date']}T00:00:00Z'::timestamptz + interval '1 day' "
+              "ORDER BY submitted_at, response_id")
+    return psql(bench, f"\\copy ({select}) TO '{out}' WITH (FORMAT csv, HEADER)")
+
+
+def csv_records(path: Path) -> int:
+    """Data records of a CSV file (its header row not counted)."""
+    with path.open(newline="", encoding="utf-8") as data:
+        return sum(1 for _ in csv.reader(data)) - 1
+
+
+# --- the measurements ------------------------------------------------------------------------------------
+
+def copy_rounds(bench: Bench, sizes: Sizes) -> tuple[list[Row], float]:
+    """Rows 1 and 2: upload and export of `sizes.rows` rows against their COPY baselines, round after round
+    (each round's pair back to back, so both meet the same load); returns the rows and the upload's median
+    rows/s (what the scale rows compare with)."""
+    path = bench.csv_file(sizes.rows)
+    ups, up_bases, exports, export_bases = [], [], [], []
+    with bench.stack() as stack:
+        for _ in range(sizes.rounds):
+            bench.reset()
+            up_bases.append(baseline_copy_in(bench, path))
+            key = bench.api_key()
+            ups.append(stack.upload(key, path, sizes.rows))
+            # Both tables vacuumed alike: neither reader pays for setting hint bits on fresh rows.
+            bench.vacuum("flat", "responses")
+            baseline_out = bench.scratch / "baseline-export.csv"
+            export_bases.append(baseline_copy_out(bench, baseline_out))
+            seconds, exported = _export(bench, stack, key)
+            exports.append(seconds)
+            expected = csv_records(baseline_out)
+            if exported != expected:
+                raise RuntimeError(f"the export has {exported} rows, the baseline {expected}")
+    n = sizes.rows
+    upload_rate = n / statistics.median(ups)
+    bench.growth.append((n, statistics.median(ups), None))
+    return [
+        Row(f"upload {n:,} rows, end to end / psql \\copy (rows/s)", upload_rate, "rows/s",
+            n / statistics.median(up_bases), ">= 0.80",
+            statistics.median(b / u for b, u in zip(up_bases, ups, strict=True)) >= 0.8),
+        Row(f"export {n:,} rows, end to end / psql \\copy out (rows/s)", n / statistics.median(exports), "rows/s",
+            n / statistics.median(export_bases), ">= 0.60",
+            statistics.median(b / e for b, e in zip(export_bases, exports, strict=True)) >= 0.6),
+    ], upload_rate
+
+
+def _export(bench: Bench, stack: Stack, key: str) -> tuple[float, int]:
+    """Export the whole range through the API; returns the seconds from the POST to `completed` and the rows
+    of the downloaded file."""
+    started = time.perf_counter()
+    query = "&".join(f"{k}={v}" for k, v in EXPORT_RANGE.items())
+    status, task = stack.request("POST", f"/api/export/?{query}", key)
+    if status != 202:
+        raise RuntimeError(f"export refused: {status} {task}")
+    task = stack.wait(key, task["task_id"], "completed", "failed")
+    seconds = time.perf_counter() - started
+    if task["state"] != "completed":
+        raise RuntimeError(f"export failed: {task}")
+    out = bench.scratch / "api-export.csv"
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=600)
+    conn.request("GET", f"/api/tasks/{task['task_id']}/download", headers={"Authorization": f"Bearer {key}"})
+    response = conn.getresponse()
+    with out.open("wb") as file:
+        while chunk := response.read(1 << 20):
+            file.write(chunk)
+    conn.close()
+    return seconds, csv_records(out)
+
+
+def scale_rows(bench: Bench, sizes: Sizes, upload_rate: float) -> list[Row]:
+    """Rows 3 and 4: the big upload's rows/s against the base size's, and the upload worker's peak RSS for
+    the big upload against a small one; each size in a freshly started stack (a worker's peak RSS is its
+    lifetime's). Every size's time and peak also go into `bench.growth` (the cost-growth table)."""
+    measured = {}
+    for rows in sorted({sizes.growth_small, sizes.rss_small, sizes.big}):
+        bench.reset()
+        with bench.stack() as stack:
+            seconds = stack.upload(bench.api_key(), bench.csv_file(rows), rows)
+            measured[rows] = (seconds, stack.worker_peak_rss())
+        bench.growth.append((rows, *measured[rows]))
+    (big_seconds, big_rss), small_rss = measured[sizes.big], measured[sizes.rss_small][1]
+    big_rate = sizes.big / big_seconds
+    return [
+        Row(f"upload {sizes.big:,} rows: rows/s / {sizes.rows:,} rows' rows/s", big_rate, "rows/s", upload_rate,
+            ">= 0.9", big_rate / upload_rate >= 0.9),
+        Row(f"upload worker peak RSS, {sizes.big:,} rows / {sizes.rss_small:,} rows", big_rss / 2**20, "MiB",
+            small_rss / 2**20, "<= 1.1", big_rss / small_rss <= 1.1),
+    ]
+
+
+def growth_table(growth: list[tuple[int, float, int | None]]) -> str:
+    """How an upload's cost grows with its size: seconds, rows/s and the worker's peak RSS per size."""
+    lines = ["| rows | seconds | rows/s | upload worker peak RSS |", "|---|---|---|---|"]
+    for rows, seconds, rss in sorted(growth):
+        peak = "-" if rss is None else f"{rss / 2**20:,.0f} MiB"
+        lines.append(f"| {rows:,} | {seconds:,.1f} | {rows / seconds:,.0f} | {peak} |")
+    return "\n".join(lines)
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[98] if len(values) > 1 else values[0]
+
+
+def control_rows(bench: Bench, sizes: Sizes) -> list[Row]:
+    """Rows 5 and 6: pause -> `paused` and resume -> first batch committed, over `pause_trials` trials with
+    four uploads (of four organizations) running."""
+    bench.reset()
+    path = bench.csv_file(sizes.rows)
+    pauses, resumes = [], []
+    with bench.stack() as stack:
+        tasks = []
+        for _ in range(4):
+            key = bench.api_key()
+            tasks.append((key, stack.post_file(key, path)))
+        for key, task_id in tasks:
+            stack.wait(key, task_id, "running", interval=0.01)
+        time.sleep(0.5)
+        for trial in range(sizes.pause_trials):
+            if not tasks:
+                break  # every upload completed: the trials so far are all there is
+            key, task_id = tasks[trial % len(tasks)]
+            started = time.perf_counter()
+            status, task = stack.request("POST", f"/api/pause/{task_id}/?wait=10", key)
+            if task["state"] == "completed":
+                tasks.remove((key, task_id))
+                continue
+            if status != 200 or task["state"] != "paused":
+                raise RuntimeError(f"pause not confirmed: {status} {task}")
+            pauses.append(time.perf_counter() - started)
+            done = task["progress"]["done"]
+            started = time.perf_counter()
+            stack.request("POST", f"/api/resume/{task_id}/", key)
+            deadline = started + 30
+            while bench.sql("SELECT progress_done FROM tasks WHERE id = %s", (task_id,))[0]["progress_done"] == done:
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"no batch committed within 30 s of resuming {task_id}")
+                time.sleep(0.002)
+            resumes.append(time.perf_counter() - started)
+    pause_p99, resume_p99 = p99(pauses) * 1000, p99(resumes) * 1000
+    return [
+        Row(f"pause -> paused, p99 of {len(pauses)}, 4 tasks running", pause_p99, "ms", None, "< 150 ms",
+            pause_p99 < 150, f"median {statistics.median(pauses) * 1000:.0f} ms"),
+        Row("resume -> first batch committed, p99", resume_p99, "ms", None, "< 300 ms", resume_p99 < 300,
+            f"median {statistics.median(resumes) * 1000:.0f} ms"),
+    ]
+
+
+def hammer(port: int, path: str, key: str, clients: int, seconds: float) -> tuple[float, float]:
+    """`clients` threads GET `path` on keep-alive connections for `seconds`; returns (req/s, p99 in ms) of
+    the 200 answers (any other answer is an error)."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = time.perf_counter() + seconds
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine = []
+        while (now := time.perf_counter()) < deadline:
+            conn.request("GET", path, headers={"Authorization": f"Bearer {key}"})
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                errors.append(str(response.status))
+                break
+            mine.append(time.perf_counter() - now)
+        conn.close()
+        latencies.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"{path} answered {errors[:3]}")
+    return len(latencies) / (time.perf_counter() - started), p99(latencies) * 1000
+
+
+def request_row(bench: Bench, sizes: Sizes) -> list[Row]:
+    """Row 7: GET /api/tasks/{id}/ req/s with 32 clients while an upload of `sizes.rows` runs, against the
+    limit app under the same load (the same upload still running)."""
+    bench.reset()
+    path = bench.csv_file(sizes.rows)
+    with bench.stack() as stack, bench.limit_app() as limit_port:
+        key = bench.api_key()
+        task_id = stack.post_file(key, path)
+        stack.wait(key, task_id, "running", interval=0.01)
+        ours, ours_p99 = hammer(stack.port, f"/api/tasks/{task_id}/", key, sizes.clients, sizes.load_seconds)
+        limit, _ = hammer(limit_port, f"/tasks/{task_id}", key, sizes.clients, sizes.load_seconds)
+        still = stack.task(key, task_id)["state"]
+    note = f"p99 {ours_p99:.0f} ms" + ("" if still == "running" else f"; the upload was {still} by the end")
+    return [Row(f"GET /api/tasks/{{id}}/ req/s, {sizes.clients} clients, upload running / limit app", ours,
+                "req/s", limit, ">= 0.7, p99 < 50 ms", ours / limit >= 0.7 and ours_p99 < 50, note)]
+
+
+def concurrency_rows(bench: Bench, sizes: Sizes, upload_rate: float) -> list[Row]:
+    """Rows 8 and 9: `orgs` organizations uploading at once against one big upload's rows/s; a small upload
+    of another organization while one organization runs a big upload and has queued five more."""
+    bench.reset()
+    path = bench.csv_file(sizes.org_rows)
+    with bench.stack() as stack:
+        keys = [bench.api_key() for _ in range(sizes.orgs)]
+        seconds: list[float] = []
+        started = time.perf_counter()
+        threads = [threading.Thread(target=lambda k=key: seconds.append(stack.upload(k, path, sizes.org_rows)))
+                   for key in keys]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if len(seconds) != sizes.orgs:
+            raise RuntimeError("an organization's upload failed")
+        together = sizes.orgs * sizes.org_rows / (time.perf_counter() - started)
+    bench.reset()
+    big, small = bench.csv_file(sizes.big), bench.csv_file(sizes.neighbour_rows)
+    with bench.stack() as stack:
+        busy = bench.api_key()
+        first = stack.post_file(busy, big)
+        stack.wait(busy, first, "running", interval=0.01)
+        for _ in range(5):
+            stack.post_file(busy, bench.csv_file(sizes.rows))
+        neighbour = stack.upload(bench.api_key(), small, sizes.neighbour_rows)
+    return [
+        Row(f"{sizes.orgs} organizations x {sizes.org_rows:,} rows at once: total rows/s / one upload's",
+            together, "rows/s", upload_rate, ">= 0.9", together / upload_rate >= 0.9),
+        Row(f"{sizes.neighbour_rows:,}-row upload of another organization during a {sizes.big:,}-row one "
+            "(+5 queued)", neighbour, "s", None, "< 3 s", neighbour < 3),
+    ]
+
+
+# --- the table -------------------------------------------------------------------------------------------
+
+def _number(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+    return f"{text} {unit}".strip()
+
+
+def table(rows: list[Row], judge: bool) -> str:
+    """The rows as a Markdown table: measured, baseline, ratio, target, pass/fail (`-` when not judged)."""
+    lines = ["| what | measured | baseline | ratio | target | pass |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        verdict = ("pass" if row.passed else "FAIL") if judge else "-"
+        measured = _number(row.measured, row.unit) + (f" ({row.note})" if row.note else "")
+        ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
+        lines.append(f"| {row.what} | {measured} | {_number(row.baseline, row.unit)} | {ratio} | {row.target} "
+                     f"| {verdict} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100k rows, one round, no pass/fail (CI smoke test)")
+    parser.add_argument("--rounds", type=int, help="rounds of the upload and export rows (default 3; 1 quick)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "8099")),
+                        help="the gateway's port")
+    parser.add_argument("--keep", action="store_true", help=f"keep the {BENCH_DATABASE} database afterwards")
+    parser.add_argument("--limit-port", type=int, help="the limit app's port (default: the gateway's + 1)")
+    args = parser.parse_args(argv)
+    sizes = Sizes.quick() if args.quick else Sizes()
+    if args.rounds:
+        sizes = Sizes(**{**sizes.__dict__, "rounds": args.rounds})
+    server_url, redis_url = server_urls()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="collect-bench-") as scratch:
+        bench = Bench(server_url, redis_url, (args.port, args.limit_port or args.port + 1), Path(scratch))
+        try:
+            rows, upload_rate = copy_rounds(bench, sizes)
+            _progress(rows)
+            rows += scale_rows(bench, sizes, upload_rate)
+            _progress(rows)
+            rows += control_rows(bench, sizes)
+            _progress(rows)
+            rows += request_row(bench, sizes)
+            _progress(rows)
+            rows += concurrency_rows(bench, sizes, upload_rate)
+            growth = bench.growth
+        finally:
+            bench.db.close()
+            if not args.keep:
+                drop_database(server_url, BENCH_DATABASE)
+    mode = "--quick: timings not judged" if args.quick else f"median of {sizes.rounds} rounds for rows 1-2"
+    print(f"\nscripts/bench {' '.join(argv if argv is not None else sys.argv[1:])}  "
+          f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, {mode}, "
+          f"{time.perf_counter() - started:.0f} s)\n")
+    print(table(rows, judge=not args.quick))
+    print("\nHow an upload's cost grows with its size (one run each; the base size is the median of its rounds):\n")
+    print(growth_table(growth))
+    return 0
+
+
+def _progress(rows: list[Row]) -> None:
+    print(f"  ... {rows[-1].what}: {_number(rows[-1].measured, rows[-1].unit)}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
