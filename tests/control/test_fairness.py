@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import time
 
-from services.upload.sample_data import csv_bytes
-
+from scripts.sample_data import csv_bytes
 from tests.conftest import auth, get_task, new_key, upload, wait_for_state
 from tests.export.conftest import responses_locked
 
