@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,12 @@ def _with_path(url: str, path: str) -> str:
     return urlunsplit(parts._replace(path=path))
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def pytest_configure(config):
     """Point every process of the test run at the test database before any service module is imported."""
     global _embedded
@@ -47,6 +54,9 @@ def pytest_configure(config):
     test_redis = _with_path(base_redis, f"/{os.environ.get('COLLECT_TEST_REDIS_DB', '15')}")
     redis.Redis.from_url(test_redis).flushdb()
     os.environ.update({
+        # The workers the tests start serve Dramatiq's Prometheus exporter here, not on the default 9191
+        # that a stack running on this machine may hold.
+        "dramatiq_prom_port": str(_free_port()),
         "DATABASE_URL": test_db,
         "REDIS_URL": test_redis,
         "UPLOAD_BATCH_ROWS": "200",

@@ -15,6 +15,7 @@ from pathlib import Path
 from scripts.sample_data import csv_bytes
 from shared.logs import JsonFormatter
 from tests.conftest import ROOT, upload, wait_for, wait_for_state
+from tests.gateway.conftest import free_port
 
 
 def collect(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -29,7 +30,10 @@ def test_a_worker_process_beats_and_logs_json():
         process = subprocess.Popen(
             [sys.executable, "-m", "dramatiq", "services.control.actors", "--skip-logging",
              "--queues", "control", "--processes", "1", "--threads", "1"],
-            cwd=ROOT, env=dict(os.environ), stdout=log_file, stderr=subprocess.STDOUT,
+            # Its own port for Dramatiq's Prometheus exporter: one that another process holds would make the
+            # exporter print a traceback into the log this test reads.
+            cwd=ROOT, env={**os.environ, "dramatiq_prom_port": str(free_port())}, stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     try:
         # Then `collect health control` reports it alive and exits 0
