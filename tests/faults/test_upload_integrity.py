@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -18,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from scripts.sample_data import csv_bytes
-from tests.conftest import ROOT, auth, multipart, new_key, stored_for, wait_for, wait_for_state
-from tests.gateway.conftest import free_port, wait_until_up
+from tests.conftest import auth, multipart, new_key, stored_for, wait_for, wait_for_state
+from tests.gateway.conftest import running_gateway
 
 
 class Gateway:
@@ -39,25 +36,11 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gateway():
-    """gunicorn serving the gateway (as `collect up` does) on a free port, logging to a file."""
-    port = free_port()
+    """gunicorn serving the gateway (as `collect up` does, header-deadline worker included) on a free port,
+    logging to a file."""
     log = Path(tempfile.mkdtemp(prefix="collect-upload-faults-")) / "gateway.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "python:services.gateway.gunicorn_config",
-             "--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread", "--threads", "4",
-             "services.gateway.wsgi:app"],
-            cwd=ROOT, env=dict(os.environ), stdout=log_file, stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/health/live", process)
-        yield Gateway(port, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with running_gateway(log) as url:
+        yield Gateway(int(url.rsplit(":", 1)[1]), log)
 
 
 @pytest.fixture

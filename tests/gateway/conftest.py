@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,12 +47,11 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 30) -> N
     raise AssertionError(f"{url} did not answer within {timeout}s")
 
 
-@pytest.fixture(scope="session")
-def live_gateway():
-    """gunicorn serving services.gateway.wsgi:app on 127.0.0.1, against the test database and Redis db;
-    its log (stderr) goes to a file the tests can read."""
+@contextlib.contextmanager
+def running_gateway(log: Path) -> Iterator[str]:
+    """gunicorn serving services.gateway.wsgi:app with its production configuration on a free port of
+    127.0.0.1, against the test database and Redis db, logging to `log`; yields its URL once it answers."""
     port = free_port()
-    log = Path(tempfile.mkdtemp(prefix="collect-gateway-")) / "gateway.log"
     with log.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "python:services.gateway.gunicorn_config",
@@ -61,10 +62,18 @@ def live_gateway():
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(f"{url}/health/live", process)
-        yield LiveGateway(url, log)
+        yield url
     finally:
         process.terminate()
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def live_gateway():
+    """The gateway under gunicorn; its log (stderr) goes to a file the tests can read."""
+    log = Path(tempfile.mkdtemp(prefix="collect-gateway-")) / "gateway.log"
+    with running_gateway(log) as url:
+        yield LiveGateway(url, log)
