@@ -261,3 +261,32 @@ def api_call(base: str, method: str, path: str, key: str) -> dict:
             return json.load(response)
     except urllib.error.HTTPError as error:
         return json.load(error)
+
+
+def test_a_failed_task_can_be_resumed_from_its_checkpoint(open_dashboard, rt, stack):
+    # Given an upload that stopped part-way and then failed, its committed rows kept (as a worker's permanent
+    # failure leaves it: state failed, lease released)
+    key = new_key(rt, "dash-failed")
+    rows = 50_000
+    task_id = api_upload(stack.url, key, csv_bytes(rows, seed=61))
+    wait_for(lambda: count_responses(rt, task_id) > 0, timeout=60, interval=0.05)
+    wait_for(lambda: api_call(stack.url, "POST", f"/api/pause/{task_id}/?wait=10", key)["state"] == "paused",
+             timeout=60, interval=0.2)
+    kept = count_responses(rt, task_id)
+    with rt.db.transaction() as cur:
+        cur.execute("""UPDATE tasks SET state = 'failed', finished_at = now(), paused_at = NULL,
+                       pause_deadline = NULL, error = '{"code": "internal_error", "message": "disk full"}'
+                       WHERE id = %s""", (task_id,))
+    watched = open_dashboard()
+    page = watched.page
+    sign_in(page, key)
+    wait_badge(page, task_id, "failed")
+    # Then Resume and Revoke are offered, Pause is not
+    assert row(page, task_id).get_by_role("button", name=re.compile("^Pause")).is_disabled()
+    assert row(page, task_id).get_by_role("button", name=re.compile("^Revoke")).is_enabled()
+    # When Resume is pressed, the task continues from its checkpoint and ends with every row exactly once
+    row(page, task_id).get_by_role("button", name=re.compile("^Resume")).click()
+    wait_badge(page, task_id, "completed", timeout=120)
+    assert 0 < kept < rows
+    assert count_responses(rt, task_id) == rows
+    watched.assert_clean()

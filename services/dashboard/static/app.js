@@ -11,8 +11,8 @@ const TERMINAL = new Set(["completed", "failed", "revoked"]);
 // Which actions each state allows (the API's state machine). Change it here, in one place.
 const ALLOWED = {
   pause: ["queued", "running"],
-  resume: ["paused", "pausing"],
-  revoke: ["queued", "running", "pausing", "paused"],
+  resume: ["paused", "pausing", "failed"],
+  revoke: ["queued", "running", "pausing", "paused", "failed"],
 };
 const ACTION_LABELS = { pause: "Pause", resume: "Resume", revoke: "Revoke" };
 const STATE_HELP = {
@@ -23,7 +23,7 @@ const STATE_HELP = {
   revoking: "revoke requested; the worker is rolling back",
   revoked: "stopped and rolled back",
   completed: "finished",
-  failed: "stopped by an error",
+  failed: "stopped by an error; its work is kept: resume retries from the checkpoint, revoke rolls it back",
 };
 
 const $ = (id) => document.getElementById(id);
