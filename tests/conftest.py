@@ -210,6 +210,16 @@ def stored_for(rt, organization: str) -> dict[str, int]:
         return dict(cur.fetchone())
 
 
+def stop(process: subprocess.Popen, grace: float = 30, sig: int = signal.SIGTERM) -> None:
+    """Ask the process to stop (`sig`), and kill it if it is still running `grace` seconds later."""
+    process.send_signal(sig)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 @contextlib.contextmanager
 def collect_up(env: dict[str, str], ready, timeout: float = 90, **popen) -> Iterator[subprocess.Popen]:
     """`collect up` running with `env` (in the repository), once `ready()` is true; stopped (SIGTERM, then
@@ -220,8 +230,4 @@ def collect_up(env: dict[str, str], ready, timeout: float = 90, **popen) -> Iter
         wait_for(ready, timeout=timeout, interval=0.2)
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)

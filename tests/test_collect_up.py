@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import psutil
 import pytest
 
 from scripts.sample_data import csv_bytes
-from tests.conftest import ROOT, count_responses, multipart, wait_for
+from tests.conftest import ROOT, collect_up, count_responses, multipart, wait_for
 
 ROWS = 50_000
 BIN = os.path.dirname(sys.executable)
@@ -40,8 +39,6 @@ def stack(rt):
     port = free_port()
     env = {**os.environ, "PORT": str(port), "BROKER_NAMESPACE": f"up-{uuid.uuid4().hex[:8]}",
            "GATEWAY_WORKERS": "1"}
-    process = subprocess.Popen([os.path.join(BIN, "collect"), "up"], env=env, cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
 
     def ready():
@@ -50,15 +47,8 @@ def stack(rt):
         except OSError:
             return False
 
-    try:
-        wait_for(ready, timeout=60, interval=0.2)
+    with collect_up(env, ready, timeout=60, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
         yield base, env, process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def upload_workers(process: subprocess.Popen) -> list[psutil.Process]:

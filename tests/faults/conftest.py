@@ -29,7 +29,7 @@ from falcon import testing
 
 from shared import storage
 from shared.db import Database
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stop
 from tests.gateway.conftest import free_port, wait_until_up
 
 
@@ -129,12 +129,7 @@ def running(command: list[str], env: dict[str, str], health_url: str | None = No
             wait_until_up(health_url, process, timeout=60)
         yield process, log_path
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop(process, grace=20)
 
 
 @contextmanager

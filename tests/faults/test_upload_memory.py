@@ -16,7 +16,7 @@ import pytest
 from dramatiq.brokers.redis import RedisBroker
 from falcon import testing
 
-from tests.conftest import ROOT, upload, wait_for, wait_for_state
+from tests.conftest import ROOT, stop, upload, wait_for, wait_for_state
 from tests.gateway.conftest import free_port
 
 PEAK_LIMIT_BYTES = 400 * 1024 * 1024
@@ -76,11 +76,7 @@ def upload_worker(rt):
         wait_for(worker.worker_pids, timeout=30)
         yield worker
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 @pytest.fixture(scope="module")

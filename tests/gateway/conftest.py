@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stop
 
 
 @dataclass
@@ -64,11 +64,7 @@ def running_gateway(log: Path) -> Iterator[str]:
         wait_until_up(f"{url}/health/live", process)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, grace=10)
 
 
 @pytest.fixture(scope="session")
