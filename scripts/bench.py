@@ -305,6 +305,10 @@ def concurrency_rows(bench: Bench, sizes: Sizes, upload_rate: float) -> list[Row
     ]
 
 
+# The groups of rows, in the table's order (--only picks some).
+GROUPS = ("copy", "scale", "control", "requests", "concurrency")
+
+
 # --- the table -------------------------------------------------------------------------------------------
 
 def _number(value: float | None, unit: str = "") -> str:
@@ -334,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the gateway's port")
     parser.add_argument("--keep", action="store_true", help=f"keep the {BENCH_DATABASE} database afterwards")
     parser.add_argument("--limit-port", type=int, help="the limit app's port (default: the gateway's + 1)")
+    parser.add_argument("--only", choices=GROUPS, action="append",
+                        help="run only these groups of rows (repeatable; default: all). 'scale' and "
+                             "'concurrency' compare with the upload rate of 'copy', which they then measure too")
     args = parser.parse_args(argv)
     sizes = Sizes.quick() if args.quick else Sizes()
     if args.rounds:
@@ -343,15 +350,23 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="collect-bench-") as scratch:
         bench = Bench(server_url, redis_url, (args.port, args.limit_port or args.port + 1), Path(scratch))
         try:
-            rows, upload_rate = copy_rounds(bench, sizes)
-            _progress(rows)
-            rows += scale_rows(bench, sizes, upload_rate)
-            _progress(rows)
-            rows += control_rows(bench, sizes)
-            _progress(rows)
-            rows += request_row(bench, sizes)
-            _progress(rows)
-            rows += concurrency_rows(bench, sizes, upload_rate)
+            rows: list[Row] = []
+            only = set(args.only or GROUPS)
+            upload_rate = 0.0
+            if only & {"copy", "scale", "concurrency"}:
+                rows, upload_rate = copy_rounds(bench, sizes)
+                _progress(rows)
+            if "scale" in only:
+                rows += scale_rows(bench, sizes, upload_rate)
+                _progress(rows)
+            if "control" in only:
+                rows += control_rows(bench, sizes)
+                _progress(rows)
+            if "requests" in only:
+                rows += request_row(bench, sizes)
+                _progress(rows)
+            if "concurrency" in only:
+                rows += concurrency_rows(bench, sizes, upload_rate)
             growth = bench.growth
         finally:
             bench.db.close()

@@ -15,24 +15,18 @@ from psycopg2 import sql
 
 from shared import storage
 from shared.batch_runner import Batch
+from shared.formula_cells import FIRST_CHARACTERS, FORMULA_START
 from shared.tasks import Task
 
 FIXED_COLUMNS = ("response_id", "form_id", "submitted_at")
 FILE_PURPOSE = "export"
 
-# OWASP CSV injection: a cell a spreadsheet would run as a formula gets a leading single quote. That is a
-# cell whose first non-whitespace character is = + - @ or a full-width form of one (＝ ＋ － ＠), or which
-# starts with a tab, CR or LF; plain numbers such as -3.5, +7 or " -1e3" are left as they are.
-# Most cells start with none of these characters: a CASE on the first character (strpos in a short string)
-# leaves the regular expression, which also weighs the number exception, to the few that do.
-_FORMULA_CHARS = "=+@\uff1d\uff0b\uff0d\uff20-"
-_LINE_BREAKS = "\t\r\n"
-_SPACES = " \f\v\u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+# Cells a spreadsheet would run as a formula get a leading single quote (shared.formula_cells). Most cells
+# start with none of the characters that may need it: a CASE on the first character (strpos in a short
+# string) leaves the regular expression, which also weighs the number exception, to the few that do.
 # strpos() of an empty string is 1: the leading "x" (a character that needs nothing) makes "> 1" mean "one
 # of the characters after it", so an empty cell never reaches the regular expression.
-_FORMULA_GATE = "x" + _FORMULA_CHARS + _LINE_BREAKS + _SPACES
-_NUMBER = "[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?$"
-_FORMULA_START = (f"^(?:(?=[{_LINE_BREAKS}])|(?=[{_SPACES}]*[{_FORMULA_CHARS}])(?![{_SPACES}]*{_NUMBER}))")
+_FORMULA_GATE = "x" + FIRST_CHARACTERS
 
 
 def _safe_cell(expression: sql.Composable) -> sql.Composed:
@@ -40,6 +34,11 @@ def _safe_cell(expression: sql.Composable) -> sql.Composed:
         "CASE WHEN strpos(%(formula_gate)s, left({0}, 1)) > 1"
         " THEN regexp_replace({0}, %(formula_start)s, '''') ELSE {0} END"
     ).format(expression)
+
+
+def _safe_stored_cell(expression: sql.Composable) -> sql.Composed:
+    """A stored row's cell: looked at only when the upload marked the row (shared.formula_cells)."""
+    return sql.SQL("CASE WHEN may_hold_formula THEN {} ELSE {} END").format(_safe_cell(expression), expression)
 
 
 def _question_params(columns: list[str]) -> dict[str, str]:
@@ -97,8 +96,8 @@ def page_select(columns: list[str], layouts: list[list]) -> sql.Composed:
     """The SELECT of one page's CSV rows (at most %(limit)s of them, after the key %(after_at)s, %(after_id)s):
     the fixed columns, then `columns` as `layouts` ([layout id, [1-based position of each column or None]])
     place them in the answers arrays."""
-    cells = [sql.SQL("response_id"), _safe_cell(sql.SQL("form_id")), _SUBMITTED_AT_UTC]
-    cells += [_safe_cell(_answer_cell(i, layouts)) for i in range(len(columns))]
+    cells = [sql.SQL("response_id"), _safe_stored_cell(sql.SQL("form_id")), _SUBMITTED_AT_UTC]
+    cells += [_safe_stored_cell(_answer_cell(i, layouts)) for i in range(len(columns))]
     return _PAGE_SELECT.format(cells=sql.SQL(", ").join(cells))
 
 
@@ -131,7 +130,7 @@ def known_layouts(cur, organization_id, columns: list[str], checkpoint: dict[str
 def bind(cur, statement: sql.Composable, params: dict[str, Any]) -> str:
     """`statement` with its parameters bound on the client, exactly as execute() would (COPY takes no
     bind parameters)."""
-    return cur.mogrify(statement, {**params, "formula_gate": _FORMULA_GATE, "formula_start": _FORMULA_START}
+    return cur.mogrify(statement, {**params, "formula_gate": _FORMULA_GATE, "formula_start": FORMULA_START}
                        ).decode()
 
 

@@ -30,13 +30,15 @@ from services.upload.csv_format import (
 )
 from shared import storage
 from shared.batch_runner import Batch, TaskFailed
+from shared.formula_cells import may_hold_formula
 from shared.read_ahead import ReadAhead
 from shared.tasks import Task
 
 MAX_REJECTIONS_KEPT = 100
 # A resumed run's first batch holds this fraction of UPLOAD_BATCH_ROWS (see UploadJob._next_parsed).
 FIRST_BATCH_FRACTION = 10
-COLUMNS = "organization_id, response_id, form_id, submitted_at, answers, layout_id, upload_task_id"
+COLUMNS = ("organization_id, response_id, form_id, submitted_at, answers, layout_id, upload_task_id, "
+           "may_hold_formula")
 
 _COPY_RESPONSES = f"COPY responses ({COLUMNS}) FROM STDIN"
 # Fallback when another upload inserted some of the same ids after they were looked up.
@@ -152,6 +154,18 @@ class _Unanswered(dict[str, set[int]]):
         return waiting
 
 
+# The may_hold_formula column's COPY text, and the line's end.
+_MARK = {True: "t\n", False: "f\n"}
+
+
+def _in_submission_order(lines: list[bytes], moments: list[float]) -> list[bytes]:
+    """The batch's rows ordered by submission time, so that they are stored together on disk as exports
+    and time-range reads find them: an export page then reads runs of neighbouring heap pages instead of one
+    page per row. (A file already in submission order, the usual case, costs one pass.)"""
+    order = sorted(range(len(lines)), key=moments.__getitem__)
+    return [lines[i] for i in order]
+
+
 def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organization_id, task_id,
                   layout_id: int = 0, first_rows: int | None = None,
                   stopped: Callable[[], bool] | None = None) -> Iterator[ParsedBatch]:
@@ -161,7 +175,7 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
     rid, fid, sat = header.response_id, header.form_id, header.submitted_at
     question_index = [i for i, _ in header.questions]
     width = len(header.columns)
-    prefix, suffix = f"{organization_id}\t", f"\t{layout_id}\t{task_id}\n"
+    prefix, suffix = f"{organization_id}\t", f"\t{layout_id}\t{task_id}\t"
     records = stream.records()
     unanswered = _Unanswered(question_index)
     rows_limit = first_rows or limits.rows
@@ -169,6 +183,7 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
         batch = ParsedBatch(start_offset=stream.offset)
         seen_ids: set[str] = set()
         newly_answered: dict[str, set[int]] = {}
+        moments: list[float] = []
         count = 0
         size = 0
         for line, row in records:
@@ -198,9 +213,10 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
                 answers = answers_array([row[i] for i in question_index])
                 encoded = (f"{prefix}{response_id}\t{_copy_text(form_id)}\t"
                            f"{timestamp_for_copy(row[sat], submitted_at)}\t"
-                           f"{_copy_text(answers)}{suffix}").encode()
+                           f"{_copy_text(answers)}{suffix}{_MARK[may_hold_formula(form_id, answers)]}").encode()
                 batch.ids.append(response_id)
                 batch.lines.append(encoded)
+                moments.append(submitted_at.timestamp())
                 size += len(encoded)
             if count >= rows_limit or size >= limits.bytes:
                 break
@@ -209,6 +225,7 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
         for form_id, positions in newly_answered.items():
             batch.questions_seen[form_id] = [name for i, name in header.questions if i in positions]
         batch.size = size
+        batch.lines = _in_submission_order(batch.lines, moments)
         batch.end_offset, batch.end_line = stream.offset, stream.line
         rows_limit = limits.rows
         yield batch

@@ -41,20 +41,60 @@ def test_export_lists_responses_in_order_with_the_forms_questions(client, api_ke
     )
 
 
+FORMULA_CELLS = {
+    "=1+1": "'=1+1", "+cmd": "'+cmd", "-2+3": "'-2+3", "@SUM(A1)": "'@SUM(A1)", "\tx": "'\tx", "\rx": "'\rx",
+    "-3.5": "-3.5", "+7": "+7", "-1e5": "-1e5", "a=b": "a=b", "-": "'-", " =1+1": "' =1+1", "\n=1+1": "'\n=1+1",
+    "\uff1d1+1": "'\uff1d1+1", "\uff0bx": "'\uff0bx", "\uff0d1": "'\uff0d1", "\uff20x": "'\uff20x",
+    "\u3000 @x": "'\u3000 @x", "  -3.5": "  -3.5", "1-2": "1-2", "\t-3": "'\t-3", 'x"=1': 'x"=1', '=""': "'=\"\"",
+}
+
+
 def test_formula_cells_are_neutralised_but_plain_numbers_are_not(client, api_key, worker):
-    cells = ["=1+1", "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx", "-3.5", "+7", "-1e5", "a=b", "-",
-             " =1+1", "\n=1+1", "\uff1d1+1", "\uff0bx", "\uff0d1", "\uff20x", "\u3000 @x", "  -3.5", "1-2", "\t-3"]
+    # Given rows each holding one cell that may look like a formula, after a plain cell (the upload marks a
+    # row by its cells' first characters: a mark it misses would leave that row's cell as stored)
+    cells = list(FORMULA_CELLS)
     upload_responses(client, api_key, csv_file(
-        ["response_id", "form_id", "submitted_at", *[f"q{i}" for i in range(len(cells))]],
-        [ID.format(1), "=form", "2024-03-01", *cells],
+        ["response_id", "form_id", "submitted_at", "plain", "cell"],
+        [ID.format(0), "=form", "2024-03-01T00:00:00Z", "a", "b"],
+        *[[ID.format(i + 1), "f", f"2024-03-01T00:00:{i + 1:02d}Z", "a", cell] for i, cell in enumerate(cells)],
     ))
-    data = export_csv(client, api_key, from_date="2024-03-01", to_date="2024-03-01")
-    row = rows_of(data)[1]
-    assert row[1] == "'=form"
-    assert row[3:] == ["'=1+1", "'+cmd", "'-2+3", "'@SUM(A1)", "'\tx", "'\rx",
-                       "-3.5", "+7", "-1e5", "a=b", "'-",
-                       "' =1+1", "'\n=1+1", "'\uff1d1+1", "'\uff0bx", "'\uff0d1", "'\uff20x", "'\u3000 @x", "  -3.5",
-                       "1-2", "'\t-3"]
+    # When the day is exported
+    rows = rows_of(export_csv(client, api_key, from_date="2024-03-01", to_date="2024-03-01"))[1:]
+    # Then exactly the cells a spreadsheet would run get a leading quote, the form id included
+    assert rows[0][1:] == ["'=form", "2024-03-01T00:00:00Z", "a", "b"]
+    assert [row[4] for row in rows[1:]] == [FORMULA_CELLS[cell] for cell in cells]
+
+
+def test_the_upload_marks_only_rows_with_a_cell_that_may_be_a_formula(client, api_key, rt, worker):
+    # Given a plain row (a "-" inside a quoted cell), a row whose first answer starts with "+", and one whose
+    # form id starts with "@"
+    task = upload_responses(client, api_key, csv_file(
+        HEADER,
+        [ID.format(1), "f1", "2024-04-01T00:00:00Z", "Ann", 'said "-1"', "30"],
+        [ID.format(2), "f1", "2024-04-01T00:00:01Z", "+1 call back", "", "3"],
+        [ID.format(3), "@f", "2024-04-01T00:00:02Z", "Cy", "Oslo", ""],
+    ))
+    # Then only those two rows are marked: the plain one is exported without a look at its cells
+    with rt.db.transaction() as cur:
+        cur.execute("SELECT response_id::text, may_hold_formula FROM responses WHERE upload_task_id = %s",
+                    (task["task_id"],))
+        marks = {row["response_id"]: row["may_hold_formula"] for row in cur.fetchall()}
+    assert marks == {ID.format(1): False, ID.format(2): True, ID.format(3): True}
+
+
+def test_rows_stored_without_a_mark_have_every_cell_looked_at(client, api_key, rt, worker):
+    # Given a row stored before rows were marked (the column's default), holding a formula cell
+    task = upload_responses(client, api_key,
+                            csv_file(HEADER, [ID.format(1), "f1", "2024-06-01T00:00:00Z", "Ann", "", ""]))
+    with rt.db.transaction() as cur:
+        cur.execute("INSERT INTO responses (organization_id, response_id, form_id, submitted_at, answers, layout_id) "
+                    "SELECT organization_id, %s, form_id, submitted_at + interval '1 second', "
+                    "ARRAY['=1+1', NULL, NULL], layout_id FROM responses WHERE upload_task_id = %s",
+                    (ID.format(2), task["task_id"]))
+    # When the day is exported
+    rows = rows_of(export_csv(client, api_key, from_date="2024-06-01", to_date="2024-06-01"))
+    # Then its formula cell is neutralised
+    assert rows[2][3] == "'=1+1"
 
 
 def test_files_with_different_headers_export_each_answer_under_its_question(client, api_key, worker):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import datetime
 
 import pytest
 
@@ -176,3 +177,24 @@ def test_the_batch_limits_come_from_the_settings():
     configured = BatchLimits.from_settings(Settings.from_env({"UPLOAD_BATCH_ROWS": "7", "UPLOAD_BATCH_BYTES": "4096",
                                                               "MAX_FIELD_BYTES": "100"}))
     assert (configured.rows, configured.bytes, configured.field_bytes) == (7, 4096, 100)
+
+
+def test_each_batch_is_stored_in_submission_order_whatever_the_file_s_order():
+    import csv
+
+    from services.upload.importer import BatchLimits, parse_batches
+
+    # Given a file whose rows are not in submission order
+    data = csv_bytes(300, seed=8)
+    in_file = [row[2] for row in csv.reader(io.StringIO(data.decode(), newline=""))][1:]
+    assert in_file[:100] != sorted(in_file[:100])
+    header, offset = read_header(data)
+    limits = BatchLimits(rows=100, bytes=1 << 30, field_bytes=1 << 20)
+    batches = [b for b in parse_batches(CsvStream(io.BytesIO(data[offset:]), offset, 1), header, limits,
+                                        "org", "task") if b.lines]
+    # Then each batch's COPY lines come ordered by submitted_at, and are the rows of that part of the file
+    assert len(batches) == 3
+    for batch in batches:
+        moments = [datetime.fromisoformat(line.split(b"\t")[3].decode()) for line in batch.lines]
+        assert moments == sorted(moments)
+        assert sorted(line.split(b"\t")[1].decode() for line in batch.lines) == sorted(batch.ids)
