@@ -41,6 +41,8 @@ class Settings:
     # A row with a field (cell) longer than this is rejected.
     max_field_bytes: int = 1024 * 1024
     export_batch_rows: int = 40000
+    # Pages of one export read at once, each on a PostgreSQL connection of its own (services.export.pages).
+    export_parallel_pages: int = 2
     # At most this many tasks of one organization run at once (paused ones do not count); the others wait
     # in `queued`, in order (shared.fairness), so no organization takes every worker thread.
     org_max_running_tasks: int = 2
@@ -87,6 +89,7 @@ class Settings:
             upload_batch_bytes=_int(env, "UPLOAD_BATCH_BYTES", 16 * 1024 * 1024, minimum=1024),
             max_field_bytes=_int(env, "MAX_FIELD_BYTES", 1024 * 1024, minimum=1),
             export_batch_rows=_int(env, "EXPORT_BATCH_ROWS", 40000, minimum=1),
+            export_parallel_pages=_int(env, "EXPORT_PARALLEL_PAGES", 2, minimum=1),
             org_max_running_tasks=_int(env, "ORG_MAX_RUNNING_TASKS", 2, minimum=1),
             worker_idle_poll_ms=_int(env, "WORKER_IDLE_POLL_MS", 50, minimum=1),
             data_dir=Path(env.get("COLLECT_DATA_DIR") or ".data"),

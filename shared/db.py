@@ -6,7 +6,7 @@ import os
 import select
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -67,11 +67,15 @@ class Database:
         """A connection of its own, outside the pool, closed when the block ends: for LISTEN, which must
         never leave a pooled connection receiving notifications (is_dead relies on idle pooled connections
         receiving nothing). Raises one of UNAVAILABLE_ERRORS when the server cannot be reached."""
-        conn = psycopg2.connect(self.dsn, **self._connect_options())
+        conn = self.connect()
         try:
             yield conn
         finally:
             conn.close()
+
+    def connect(self) -> psycopg2.extensions.connection:
+        """A new connection outside the pool, with the pool's options; the caller closes it."""
+        return psycopg2.connect(self.dsn, **self._connect_options())
 
     def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
         if self._pool is None or self._pid != os.getpid():
@@ -135,6 +139,21 @@ class Database:
                             pass
                     raise
                 conn.commit()
+
+    @contextmanager
+    def reading(self) -> Iterator[psycopg2.extras.RealDictCursor]:
+        """A cursor for reads that need no transaction around them: each statement runs on its own
+        (autocommit), so a one-statement read costs one round trip instead of BEGIN, the read and COMMIT.
+        Statements in the block do not share a snapshot: use transaction() for reads that must agree."""
+        with self.connection() as conn:
+            conn.autocommit = True
+            try:
+                with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                    yield cur
+            finally:
+                if not conn.closed:
+                    with suppress(psycopg2.Error):
+                        conn.autocommit = False
 
     def close(self) -> None:
         if self._pool is not None and self._pid == os.getpid():

@@ -20,7 +20,8 @@ _rt = runtime()
 
 
 # Exports the task's range from its checkpoint until it completes, pauses or is revoked.
-run_export = task_actor(export.KIND_SPEC, lambda: ExportJob(_rt.settings.export_batch_rows), _rt)
+run_export = task_actor(export.KIND_SPEC, lambda: ExportJob(_rt.db, _rt.settings.export_batch_rows,
+                                                             _rt.settings.export_parallel_pages), _rt)
 
 
 # Running it twice (two schedulers, periodiq has no lock) deletes nothing more: the second finds no files.

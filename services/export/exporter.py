@@ -1,18 +1,20 @@
-"""The export job: read the range's responses in (submitted_at, response_id) order, one keyset page per
-batch, and append each page, as PostgreSQL formats it with COPY ... TO STDOUT, to the stored file.
+"""The export job: read the range's responses in (submitted_at, response_id) order, one page per batch,
+and append each page, as PostgreSQL formats it with COPY ... TO STDOUT, to the stored file.
 
-The file's bytes and the checkpoint (last key written, bytes written) commit in the same batch
-transaction, so a paused, crashed or resumed export produces the same bytes as one that ran straight through.
+Pages are bounded ranges of keys found ahead by a probe, read several at once on connections of their own
+(services.export.pages). The file's bytes and the checkpoint (last key written, bytes written) commit in
+the same batch transaction, so a paused, crashed or resumed export produces the same bytes as one that
+ran straight through.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 from typing import Any
 
 from psycopg2 import sql
 
+from services.export.pages import Key, PageReader
 from shared import storage
 from shared.batch_runner import Batch
 from shared.formula_cells import FIRST_CHARACTERS, FORMULA_START
@@ -51,6 +53,13 @@ def _question_params(columns: list[str]) -> dict[str, str]:
 # fraction's trailing zeros too) with the T and Z put in: a third of the cost of to_char and two rtrims.
 _SUBMITTED_AT_UTC = sql.SQL("replace(left(submitted_at::text, -3), ' ', 'T') || 'Z'")
 _OUTPUT_SETTINGS = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY'"
+# A page is a range of keys read in key order: only the index gives that order. The planner cannot tell
+# how many rows lie between two row-valued keys and may take the page for most of the table, then plan a
+# scan of it all and a sort, for every page; without sorts (and parallel workers) it follows the index.
+# The probe for a page's end is planned the same way, and the batch's other statements as usual.
+_INDEX_ORDER_ONLY = "SET LOCAL enable_sort = off; SET LOCAL max_parallel_workers_per_gather = 0"
+_PLANNER_DEFAULTS = "SET LOCAL enable_sort = DEFAULT; SET LOCAL max_parallel_workers_per_gather = DEFAULT"
+_PAGE_SETTINGS = f"{_OUTPUT_SETTINGS}; {_INDEX_ORDER_ONLY}"
 
 # The rows of the range after the checkpoint's key. psycopg2 binds parameters on the client, so for the
 # first batch (no key yet) the planner folds the NULL test away and both cases use responses_org_submitted.
@@ -61,15 +70,24 @@ _IN_RANGE_AFTER_KEY = """
     AND (%(after_at)s::timestamptz IS NULL
          OR (submitted_at, response_id) > (%(after_at)s::timestamptz, %(after_id)s::uuid))
 """
-# One page in one scan: the next `limit` rows after the checkpoint's key, in index order. Each cell is
+# One page in one scan: the rows after the page's first key up to its last, in index order. Each cell is
 # computed where it is formatted (a subquery that computed it once cost more than computing it again).
 _PAGE_SELECT = sql.SQL(
     f"""
     SELECT {{cells}} FROM responses
     WHERE {_IN_RANGE_AFTER_KEY}
-    ORDER BY submitted_at, response_id LIMIT %(limit)s
+    AND (%(upto_at)s::timestamptz IS NULL
+         OR (submitted_at, response_id) <= (%(upto_at)s::timestamptz, %(upto_id)s::uuid))
+    ORDER BY submitted_at, response_id
     """
 )
+# Where the page starting after the key ends: the key of its `rows`-th row (none when fewer are left).
+# (Aliased: ORDER BY on an output name would sort the text.)
+_PAGE_END = f"""
+    SELECT submitted_at::text AS end_at, response_id::text AS end_id FROM responses
+    WHERE {_IN_RANGE_AFTER_KEY}
+    ORDER BY submitted_at, response_id OFFSET %(skip)s LIMIT 1
+"""
 # The organization's answer layouts made since the last one the export knows of (usually none).
 _NEW_LAYOUTS = "SELECT id, questions FROM answer_layouts WHERE organization_id = %s AND id > %s ORDER BY id"
 _COPY_CSV = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)")
@@ -93,7 +111,7 @@ def download_path(task_id) -> str:
 
 
 def page_select(columns: list[str], layouts: list[list]) -> sql.Composed:
-    """The SELECT of one page's CSV rows (at most %(limit)s of them, after the key %(after_at)s, %(after_id)s):
+    """The SELECT of one page's CSV rows (after the key %(after_at)s, %(after_id)s, up to %(upto_at)s, %(upto_id)s):
     the fixed columns, then `columns` as `layouts` ([layout id, [1-based position of each column or None]])
     place them in the answers arrays."""
     cells = [sql.SQL("response_id"), _safe_stored_cell(sql.SQL("form_id")), _SUBMITTED_AT_UTC]
@@ -134,39 +152,30 @@ def bind(cur, statement: sql.Composable, params: dict[str, Any]) -> str:
                        ).decode()
 
 
-def last_key(page: bytes) -> list[str]:
-    """The (submitted_at, response_id) of the last CSV record of `page`, as the checkpoint keeps it.
-
-    A record starts after a line break outside quotes; a line break is outside quotes when an even number
-    of quote characters follows it in the page (CSV doubles quotes inside a quoted field). Only the last
-    record is parsed: the rows' bytes are never looked at in Python."""
-    end = len(page) - 1  # the page ends with the last record's line break
-    start = page.rfind(b"\n", 0, end)
-    while start >= 0 and page.count(b'"', start + 1) % 2:
-        start = page.rfind(b"\n", 0, start)
-    record = next(csv.reader(io.StringIO(page[start + 1:].decode(), newline="")))
-    response_id, submitted_at = record[0], record[2]
-    return [submitted_at, response_id]
-
-
 def question_columns(forms: list[dict[str, Any]]) -> list[str]:
     """Each form's questions in its order, the forms in the given order, each question once."""
     return list(dict.fromkeys(question for form in forms for question in form["questions"]))
 
 
 class ExportJob:
-    """Exports one range, `batch_rows` responses a batch. The columns are fixed by the first batch and
-    kept in the checkpoint, so a resumed export writes the same columns whatever uploads came since."""
+    """Exports one range, `batch_rows` responses a batch (`parallel` pages read at once). The columns are
+    fixed by the first batch and kept in the checkpoint, so a resumed export writes the same columns
+    whatever uploads came since."""
 
-    def __init__(self, batch_rows: int) -> None:
+    def __init__(self, db, batch_rows: int, parallel: int = 2) -> None:
+        self.db = db
         self.batch_rows = batch_rows
+        self.parallel = parallel
+        self._pages: PageReader | None = None
 
-    def _range(self, task: Task, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
-        after = (checkpoint or {}).get("after") or [None, None]
+    def _range(self, task: Task, after: Key | None, upto: Key | None = None) -> dict[str, Any]:
+        after, upto = after or [None, None], upto or [None, None]
         params = task.params
         return {
             "org": task.organization_id, "from": params["submitted_from"], "to": params["submitted_to"],
             "form": params.get("form_id"), "after_at": after[0], "after_id": after[1],
+            "upto_at": upto[0], "upto_id": upto[1],
+            "formula_gate": _FORMULA_GATE, "formula_start": FORMULA_START,
         }
 
     def _start(self, cur, task: Task) -> dict[str, Any]:
@@ -196,23 +205,33 @@ class ExportJob:
             checkpoint = self._start(cur, task)
         columns = checkpoint["columns"]
         checkpoint = known_layouts(cur, task.organization_id, columns, checkpoint)
-        page = self._copy(cur, page_select(columns, checkpoint.get("layouts", [])),
-                          {**self._range(task, checkpoint), "limit": self.batch_rows})
-        count = cur.rowcount
-        rows, size, after = checkpoint["rows"] + count, checkpoint["bytes"], checkpoint["after"]
-        if count:
-            size = storage.append(cur, checkpoint["file_id"], page, size)
-            after = last_key(page)
-        # One statement read the page: fewer rows than asked for means none was left in the range.
-        finished = count < self.batch_rows
-        new = {**checkpoint, "after": after, "rows": rows, "bytes": size}
+        statement = _COPY_CSV.format(page_select(columns, checkpoint.get("layouts", []))).as_string(cur)
+
+        def probe(after: Key | None) -> Key | None:
+            cur.execute(_INDEX_ORDER_ONLY)
+            cur.execute(_PAGE_END, {**self._range(task, after), "skip": self.batch_rows - 1})
+            end = cur.fetchone()
+            cur.execute(_PLANNER_DEFAULTS)
+            return None if end is None else [end["end_at"], end["end_id"]]
+
+        if self._pages is None:
+            self._pages = PageReader(self.db.connect, self.parallel, _PAGE_SETTINGS)
+        page = self._pages.next(checkpoint["after"], statement, probe,
+                                lambda bounds: self._range(task, bounds.after, bounds.upto))
+        rows, size = checkpoint["rows"] + page.rows, checkpoint["bytes"]
+        size = storage.append(cur, checkpoint["file_id"], page.data, size)
+        finished = page.bounds.upto is None
+        new = {**checkpoint, "after": page.bounds.upto, "rows": rows, "bytes": size}
         result = {"rows": rows, "bytes": size, "download": download_path(task.id)} if finished else None
         return Batch(checkpoint=new, done=rows, total=checkpoint["total"], finished=finished, result=result,
-                     rows=rows - checkpoint["rows"], bytes=size - checkpoint["bytes"])
+                     rows=page.rows, bytes=size - checkpoint["bytes"])
 
     def rollback(self, cur, task: Task) -> None:
         """An export's only effect is its file: deleted here too, so that a failed export leaves none."""
         storage.delete_task_files(cur, task.id)
 
     def close(self) -> None:
-        """Nothing is held between batches."""
+        """Stop reading ahead: the run has ended (or retries from its checkpoint)."""
+        if self._pages is not None:
+            self._pages.close()
+            self._pages = None

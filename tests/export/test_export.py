@@ -114,17 +114,6 @@ def test_files_with_different_headers_export_each_answer_under_its_question(clie
     ]
 
 
-def test_the_checkpoint_key_is_the_last_record_even_after_quoted_line_breaks():
-    from services.export.exporter import last_key
-
-    # Given a page whose last record's form_id holds line breaks and quotes that look like record starts
-    page = (b'6f1d7a2c-0001-4a8e-9d5e-0c1b2a3d4e5f,f1,2024-01-01T00:00:00Z,a\n'
-            b'6f1d7a2c-0002-4a8e-9d5e-0c1b2a3d4e5f,"x\n6f1d7a2c-0009-4a8e-9d5e-0c1b2a3d4e5f,""\n",'
-            b'2024-01-02T03:04:05.25Z,"b\nc"\n')
-    # Then the key is that record's submitted_at and response_id
-    assert last_key(page) == ["2024-01-02T03:04:05.25Z", "6f1d7a2c-0002-4a8e-9d5e-0c1b2a3d4e5f"]
-
-
 def test_round_trip_upload_then_export_gives_back_the_same_responses(client, api_key, worker):
     # Given a realistic file (non-ASCII, commas, quotes, newlines in cells) and some edge values
     generated = csv_bytes(600, seed=11)
