@@ -40,7 +40,8 @@ class Tasks:
             ) -> tuple[t.Task, list[dict[str, Any]] | None]:
         """The task and, with `with_events`, its state changes oldest first (else None); raises
         TaskNotFound when it does not exist or belongs to another organization."""
-        with self.db.transaction() as cur:
+        # One statement (or two, the events after the task): no transaction is needed around them.
+        with self.db.reading() as cur:
             task = t.get_task(cur, task_id, organization_id)
             return task, t.task_events(cur, task_id) if with_events else None
 

@@ -48,7 +48,7 @@ class ApiKeyAuth:
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise Problem(falcon.HTTP_401, "the Authorization header must be 'Bearer <key>'", headers=challenge)
-        with self.db.transaction() as cur:
+        with self.db.reading() as cur:
             found = orgs.authenticate(cur, key.strip())
         if found is None:
             raise Problem(falcon.HTTP_401, "the API key is not valid", headers=challenge)

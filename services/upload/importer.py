@@ -184,8 +184,7 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
         seen_ids: set[str] = set()
         newly_answered: dict[str, set[int]] = {}
         moments: list[float] = []
-        count = 0
-        size = 0
+        count = size = 0
         for line, row in records:
             # A run that ends (paused, revoked) must not wait for a whole batch to be parsed for nothing.
             if stopped is not None and not count % 1024 and stopped():
@@ -211,9 +210,8 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
                         waiting -= answered
                         newly_answered.setdefault(form_id, set()).update(answered)
                 answers = answers_array([row[i] for i in question_index])
-                encoded = (f"{prefix}{response_id}\t{_copy_text(form_id)}\t"
-                           f"{timestamp_for_copy(row[sat], submitted_at)}\t"
-                           f"{_copy_text(answers)}{suffix}{_MARK[may_hold_formula(form_id, answers)]}").encode()
+                encoded = (f"{prefix}{response_id}\t{_copy_text(form_id)}\t{timestamp_for_copy(row[sat], submitted_at)}"
+                           f"\t{_copy_text(answers)}{suffix}{_MARK[may_hold_formula(form_id, answers)]}").encode()
                 batch.ids.append(response_id)
                 batch.lines.append(encoded)
                 moments.append(submitted_at.timestamp())
