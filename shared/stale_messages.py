@@ -44,5 +44,5 @@ class SkipStaleMessages(Middleware):
             raise SkipMessage(f"task {task_id} is {state}")
 
     def _hold_of(self, task_id: uuid.UUID) -> tuple[tasks.TaskState, bool] | None:
-        with self.db.transaction() as cur:
+        with self.db.reading() as cur:
             return tasks.hold_of(cur, task_id)

@@ -21,3 +21,46 @@ def test_connections_speak_utf8_even_when_the_environment_asks_for_another_encod
         db.close()
     assert encoding == "UTF8"
     assert text == "Grüße, नमस्ते, 你好"
+
+
+def test_reading_runs_each_statement_without_a_transaction_and_gives_the_connection_back_as_it_was(rt):
+    import psycopg2.extensions as ext
+
+    db = Database(rt.db.dsn, maxconn=1)  # one connection: the transaction below gets the same one back
+    try:
+        with db.reading() as cur:
+            cur.execute("SELECT 1 AS one")
+            assert cur.fetchone()["one"] == 1
+            # No BEGIN was sent: the statement ran (and ended) on its own, one round trip
+            assert cur.connection.get_transaction_status() == ext.TRANSACTION_STATUS_IDLE
+            reader = cur.connection
+        with db.transaction() as cur:
+            assert cur.connection is reader and not reader.autocommit
+            cur.execute("SELECT 1")
+            assert cur.connection.get_transaction_status() == ext.TRANSACTION_STATUS_INTRANS
+    finally:
+        db.close()
+
+
+def test_reading_a_task_costs_the_gateway_two_statements_outside_any_transaction(rt):
+    from dramatiq.brokers.redis import RedisBroker
+    from falcon import testing
+
+    from services.gateway.app import create_app
+    from tests.conftest import auth, new_key
+    from tests.shared.test_task_waiting import CountingConnection, running_task
+
+    key = new_key(rt)
+    task, _ = running_task(rt, key)
+    counted = Database(rt.db.dsn, maxconn=4, connection_factory=CountingConnection)
+    client = testing.TestClient(create_app(counted, RedisBroker(url=rt.settings.redis_url, namespace="quiet"),
+                                           rt.settings))
+    CountingConnection.statements.clear()
+    CountingConnection.in_autocommit.clear()
+    try:
+        assert client.simulate_get(f"/api/tasks/{task.id}/", headers=auth(key)).json["state"] == "running"
+    finally:
+        counted.close()
+    # The key's check and the task's read: each a statement of its own, with no BEGIN or COMMIT around it
+    assert len(CountingConnection.statements) == 2
+    assert CountingConnection.in_autocommit == [True, True]

@@ -18,17 +18,20 @@ from tests.conftest import auth, new_key
 
 
 class CountingConnection(psycopg2.extensions.connection):
-    """A connection whose every cursor counts the statements it executes (in `statements`)."""
+    """A connection whose every cursor counts the statements it executes (in `statements`), and whether
+    each ran in autocommit mode (in `in_autocommit`)."""
 
     statements: list[str] = []
+    in_autocommit: list[bool] = []
 
     def cursor(self, *args, **kwargs):
         base = kwargs.pop("cursor_factory", None) or psycopg2.extensions.cursor
-        statements = self.statements
+        statements, modes = self.statements, self.in_autocommit
 
         class Counting(base):
             def execute(self, query, vars=None):
                 statements.append(query if isinstance(query, str) else query.as_string(self))
+                modes.append(self.connection.autocommit)
                 return super().execute(query, vars)
 
         return super().cursor(*args, cursor_factory=Counting, **kwargs)
