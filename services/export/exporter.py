@@ -56,10 +56,8 @@ _OUTPUT_SETTINGS = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY'
 # A page is a range of keys read in key order: only the index gives that order. The planner cannot tell
 # how many rows lie between two row-valued keys and may take the page for most of the table, then plan a
 # scan of it all and a sort, for every page; without sorts (and parallel workers) it follows the index.
-# The probe for a page's end is planned the same way, and the batch's other statements as usual.
-_INDEX_ORDER_ONLY = "SET LOCAL enable_sort = off; SET LOCAL max_parallel_workers_per_gather = 0"
-_PLANNER_DEFAULTS = "SET LOCAL enable_sort = DEFAULT; SET LOCAL max_parallel_workers_per_gather = DEFAULT"
-_PAGE_SETTINGS = f"{_OUTPUT_SETTINGS}; {_INDEX_ORDER_ONLY}"
+# The probe for a page's end, in the same transaction, is planned the same way.
+_PAGE_SETTINGS = f"{_OUTPUT_SETTINGS}; SET LOCAL enable_sort = off; SET LOCAL max_parallel_workers_per_gather = 0"
 
 # The rows of the range after the checkpoint's key. psycopg2 binds parameters on the client, so for the
 # first batch (no key yet) the planner folds the NULL test away and both cases use responses_org_submitted.
@@ -82,7 +80,7 @@ _PAGE_SELECT = sql.SQL(
     """
 )
 # Where the page starting after the key ends: the key of its `rows`-th row (none when fewer are left).
-# (Aliased: ORDER BY on an output name would sort the text.)
+# (Aliased: ORDER BY on an output column named submitted_at, as the cast's would be, sorts the text.)
 _PAGE_END = f"""
     SELECT submitted_at::text AS end_at, response_id::text AS end_id FROM responses
     WHERE {_IN_RANGE_AFTER_KEY}
@@ -207,12 +205,10 @@ class ExportJob:
         checkpoint = known_layouts(cur, task.organization_id, columns, checkpoint)
         statement = _COPY_CSV.format(page_select(columns, checkpoint.get("layouts", []))).as_string(cur)
 
-        def probe(after: Key | None) -> Key | None:
-            cur.execute(_INDEX_ORDER_ONLY)
-            cur.execute(_PAGE_END, {**self._range(task, after), "skip": self.batch_rows - 1})
-            end = cur.fetchone()
-            cur.execute(_PLANNER_DEFAULTS)
-            return None if end is None else [end["end_at"], end["end_id"]]
+        def probe(reader, after: Key | None) -> Key | None:
+            reader.execute(_PAGE_END, {**self._range(task, after), "skip": self.batch_rows - 1})
+            end = reader.fetchone()
+            return None if end is None else list(end)
 
         if self._pages is None:
             self._pages = PageReader(self.db.connect, self.parallel, _PAGE_SETTINGS)

@@ -3,8 +3,9 @@
 An export's file is its range's rows in (submitted_at, response_id) order, one page per batch. Where a
 page ends is found before it is read: a probe (an index-only scan when the table's visibility map is up
 to date) finds the key of the `rows`-th row after the page's start. A page is then a bounded range of
-keys, (after, upto], that depends on nothing else, so `parallel` pages are read at once, on as many
-cores, while the batch thread stores the oldest one with its checkpoint. A paused or resumed export
+keys, (after, upto], that depends on nothing else. Each reader thread probes for the end of its page as
+soon as the page before has been probed, then reads its page, so `parallel` pages are read at once, on as
+many cores, while the batch thread stores the oldest one with its checkpoint. A paused or resumed export
 probes again from its checkpoint's key and reads the same pages: its file has the same bytes.
 """
 
@@ -23,6 +24,10 @@ from typing import Any
 import psycopg2
 
 Key = list[str]  # [submitted_at, response_id] as text, as the checkpoint keeps it
+# probe(cursor, after): the key the page starting after `after` ends at, None when it runs to the range's end.
+Probe = Callable[[Any, "Key | None"], "Key | None"]
+# The start of the page after the range's last one: there is none.
+_NO_MORE = object()
 
 
 @dataclass(frozen=True)
@@ -42,20 +47,32 @@ class Page:
 
 
 class _Pending:
-    def __init__(self, bounds: Bounds, statement: str, future: concurrent.futures.Future) -> None:
-        self.bounds, self.statement, self.future = bounds, statement, future
+    """A page on its way: `end` resolves once its end has been probed, `page` once it has been read."""
+
+    def __init__(self, start: concurrent.futures.Future, statement: str) -> None:
+        self.start = start
+        self.statement = statement
+        self.end: concurrent.futures.Future = concurrent.futures.Future()
+        self.page: concurrent.futures.Future | None = None
+
+
+def _resolved(value) -> concurrent.futures.Future:
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    future.set_result(value)
+    return future
 
 
 class PageReader:
-    """Reads pages of one export run ahead of the batch thread. `probe(after)` gives the key a page
-    starting after `after` ends at (None when the range holds no more than a page after it); `params(bounds)`
-    the parameters of a page's statement. `connect()` opens a reader connection (closed by close())."""
+    """Reads the pages of one export run ahead of the batch thread, on reader connections that `connect()`
+    opens (closed by close()); `settings` (SET LOCAL ...) run first in each page's transaction."""
 
     def __init__(self, connect: Callable[[], Any], parallel: int, settings: str) -> None:
         self._connect = connect
         self._parallel = max(1, parallel)
-        self._settings = settings  # run before each page, in its transaction (SET LOCAL ...)
+        self._settings = settings
         self._pending: deque[_Pending] = deque()
+        self._after: Key | None = None  # where the first pending page starts
+        self._tail: concurrent.futures.Future = _resolved(None)  # where the next page to submit starts
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
         self._busy: set = set()
         self._cancelled: set = set()
@@ -64,51 +81,62 @@ class PageReader:
         self._closed = False
         self._pool = concurrent.futures.ThreadPoolExecutor(self._parallel, thread_name_prefix="export-page")
 
-    def next(self, after: Key | None, statement: str, probe: Callable[[Key | None], Key | None],
+    def next(self, after: Key | None, statement: str, probe: Probe,
              params: Callable[[Bounds], dict[str, Any]]) -> Page:
         """The page starting after `after`, read with `statement` (a COPY (SELECT ...) TO STDOUT taking
         params(bounds)). Pages read ahead with another start or statement are dropped and read again."""
-        if self._pending and (self._pending[0].bounds.after != after or self._pending[0].statement != statement):
+        if self._pending and (self._after != after or self._pending[0].statement != statement):
             self._drop_pending()
-        self._fill(after, statement, probe, params)
+        if not self._pending:
+            self._after, self._tail = after, _resolved(after)
+        self._fill(statement, probe, params)
         head = self._pending.popleft()
-        self._fill(after, statement, probe, params)
+        self._fill(statement, probe, params)
         while True:
             # Waking up now and then lets an asynchronous exception (a stop request) reach this thread.
             try:
-                data, rows = head.future.result(timeout=0.02)
-                return Page(head.bounds, data, rows)
+                page = head.page.result(timeout=0.02)
+                break
             except concurrent.futures.TimeoutError:
                 continue
+        self._after = page.bounds.upto
+        return page
 
-    def _fill(self, after, statement, probe, params) -> None:
-        last = self._pending[-1].bounds if self._pending else None
+    def _fill(self, statement: str, probe: Probe, params: Callable[[Bounds], dict[str, Any]]) -> None:
         while len(self._pending) < self._parallel:
-            if last is not None and last.upto is None:
+            if self._tail.done() and self._tail.exception() is None and self._tail.result() is _NO_MORE:
                 return  # the range's last page is on its way
-            start = after if last is None else last.upto
-            last = Bounds(start, probe(start))
-            future = self._pool.submit(self._read, statement, params(last))
-            self._pending.append(_Pending(last, statement, future))
+            pending = _Pending(self._tail, statement)
+            pending.page = self._pool.submit(self._probe_and_read, pending, probe, params)
+            self._pending.append(pending)
+            self._tail = pending.end
 
-    def _read(self, statement: str, params: dict[str, Any]) -> tuple[bytes, int]:
-        conn = self._take()
+    def _probe_and_read(self, pending: _Pending, probe: Probe, params: Callable[[Bounds], dict[str, Any]]
+                        ) -> Page | None:
+        try:
+            after = pending.start.result()  # the page before has been probed (threads start pages in order)
+            if after is _NO_MORE:
+                pending.end.set_result(_NO_MORE)
+                return None
+            conn = self._take()
+        except BaseException as exc:
+            pending.end.set_exception(exc)
+            raise
         try:
             with conn.cursor() as cur:
                 cur.execute(self._settings)
+                try:
+                    upto = probe(cur, after)
+                except BaseException as exc:
+                    pending.end.set_exception(exc)
+                    raise
+                pending.end.set_result(_NO_MORE if upto is None else upto)
+                bounds = Bounds(after, upto)
                 buffer = io.BytesIO()
-                cur.copy_expert(cur.mogrify(statement, params).decode(), buffer)
-                return buffer.getvalue(), cur.rowcount
+                cur.copy_expert(cur.mogrify(pending.statement, params(bounds)).decode(), buffer)
+                return Page(bounds, buffer.getvalue(), cur.rowcount)
         finally:
-            with self._lock:
-                self._busy.discard(conn)
-                cancelled = conn in self._cancelled
-            with contextlib.suppress(psycopg2.Error):
-                conn.rollback()  # a read-only transaction; one a cancel cut short is ended the same way
-                if cancelled:  # a cancel that arrives late must not cut another page short
-                    conn.close()
-            if not conn.closed:
-                self._idle.put(conn)
+            self._give_back(conn)
 
     def _take(self):
         with self._lock:
@@ -122,10 +150,24 @@ class PageReader:
             self._busy.add(conn)
             return conn
 
+    def _give_back(self, conn) -> None:
+        with self._lock:
+            self._busy.discard(conn)
+            cancelled = conn in self._cancelled
+        with contextlib.suppress(psycopg2.Error):
+            conn.rollback()  # a read-only transaction; one a cancel cut short is ended the same way
+            if cancelled:  # a cancel that arrives late must not cut another page short
+                conn.close()
+        if not conn.closed:
+            self._idle.put(conn)
+
     def _drop_pending(self) -> None:
         """Forget the pages read ahead: cancel those not started, stop those being read, wait for them."""
         for pending in self._pending:
-            pending.future.cancel()
+            pending.page.cancel()
+            # A page waiting for this one's end stops waiting (unless its reader has just set it).
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                pending.end.set_exception(concurrent.futures.CancelledError())
         with self._lock:
             for conn in self._busy:
                 self._cancelled.add(conn)
@@ -133,7 +175,7 @@ class PageReader:
                     conn.cancel()
         for pending in self._pending:
             with contextlib.suppress(BaseException):
-                pending.future.exception()
+                pending.page.exception()
         self._pending.clear()
 
     def close(self) -> None:
