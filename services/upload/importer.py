@@ -260,6 +260,29 @@ class BatchLimits:
         return cls(settings.upload_batch_rows, settings.upload_batch_bytes, settings.max_field_bytes)
 
 
+# COPY reads a batch's lines in pieces of about this size: never the whole batch joined into one buffer
+# (up to UPLOAD_BATCH_BYTES, allocated and freed for every batch), and a stop request reaches the thread
+# between pieces, while the batch is still being sent.
+_COPY_READ_BYTES = 256 * 1024
+
+
+class _LinesReader:
+    """A file-like object that COPY reads a batch's encoded lines from, about `size` bytes a call."""
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self._lines = lines
+        self._next = 0
+
+    def read(self, size: int = -1) -> bytes:
+        lines, start = self._lines, self._next
+        end, taken = start, 0
+        while end < len(lines) and (size < 0 or taken < size):
+            taken += len(lines[end])
+            end += 1
+        self._next = end
+        return b"".join(lines[start:end])
+
+
 class UploadJob:
     """Imports one uploaded file. Parses ahead of the database in a background thread during a run."""
 
@@ -344,14 +367,13 @@ class UploadJob:
 
         The fast path is one COPY straight into the table. Only when a response id already exists does
         the batch go again through a staging table and INSERT ... ON CONFLICT DO NOTHING."""
-        data = b"".join(parsed.lines)
         cur.execute("SAVEPOINT upload_copy")
         try:
-            cur.copy_expert(_COPY_RESPONSES, io.BytesIO(data))
+            cur.copy_expert(_COPY_RESPONSES, _LinesReader(parsed.lines), size=_COPY_READ_BYTES)
         except psycopg2.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT upload_copy")
             cur.execute(_CREATE_STAGING)
-            cur.copy_expert(_COPY_STAGING, io.BytesIO(data))
+            cur.copy_expert(_COPY_STAGING, _LinesReader(parsed.lines), size=_COPY_READ_BYTES)
             cur.execute(_INSERT_FROM_STAGING)
             return cur.rowcount
         cur.execute("RELEASE SAVEPOINT upload_copy")
