@@ -3,6 +3,7 @@ database pool, and the broker with the middleware every worker runs."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import cache
 
@@ -42,9 +43,19 @@ def worker_middleware(db: Database, settings: Settings) -> list[Middleware]:
     ]
 
 
+# How long a thread may hold the GIL while another waits for it (CPython's default is 5 ms). Our processes
+# mix threads that compute (CSV parsing, JSON) with threads that mostly wait on PostgreSQL and Redis; each
+# time a waiting thread's answer arrives it must get the GIL back, and with the default it queues behind the
+# computing threads for up to 5 ms a time, dozens of times for one pause or resume. With four uploads in one
+# worker the median pause took 237 ms and a resumed task 553 ms to be picked up; at 0.2 ms, 49 and 123 ms
+# (scripts/control_phases.py, docs/performance.md).
+SWITCH_INTERVAL_SECONDS = 0.0002
+
+
 @cache
 def runtime() -> Runtime:
     """This process's runtime; the broker is installed as Dramatiq's global broker."""
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     settings = Settings.from_env()
     database_url, redis_url = settings.require_urls()
     db = Database(database_url, maxconn=settings.db_pool_size, connect_timeout=settings.dependency_timeout_seconds)

@@ -36,7 +36,7 @@ from shared.tasks import Task
 
 MAX_REJECTIONS_KEPT = 100
 # A resumed run's first batch holds this fraction of UPLOAD_BATCH_ROWS (see UploadJob._next_parsed).
-FIRST_BATCH_FRACTION = 10
+FIRST_BATCH_FRACTION = 100
 COLUMNS = ("organization_id, response_id, form_id, submitted_at, answers, layout_id, upload_task_id, "
            "may_hold_formula")
 
