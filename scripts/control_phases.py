@@ -51,6 +51,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("-v", action="store_true", help="print every trial")
     args = parser.parse_args()
     server_url, redis_url = server_urls()
     rows = []
@@ -74,6 +75,9 @@ def main() -> int:
     for i, name in enumerate(COLUMNS):
         values = [row[i] * 1000 for row in rows]
         print(f"  {name}: {statistics.median(values):.0f} ({max(values):.0f})")
+    if "-v" in sys.argv[1:]:
+        for row in rows:
+            print(" ".join(f"{value * 1000:6.0f}" for value in row))
     return 0
 
 
