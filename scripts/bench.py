@@ -184,13 +184,7 @@ def control_rows(bench: Bench, sizes: Sizes) -> list[Row]:
     path = bench.csv_file(sizes.rows)
     pauses, resumes = [], []
     with bench.stack() as stack:
-        tasks = []
-        for _ in range(4):
-            key = bench.api_key()
-            tasks.append((key, stack.post_file(key, path)))
-        for key, task_id in tasks:
-            stack.wait(key, task_id, "running", interval=0.01)
-        time.sleep(0.5)
+        tasks = stack.running_uploads(bench, path, 4)
         for trial in range(sizes.pause_trials):
             if not tasks:
                 break  # every upload completed: the trials so far are all there is

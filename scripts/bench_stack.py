@@ -221,6 +221,18 @@ class Stack:
             raise RuntimeError(f"upload refused: {status} {task}")
         return task["task_id"]
 
+    def running_uploads(self, bench: Bench, path: Path, count: int) -> list[tuple[str, str]]:
+        """Start `count` uploads of the file, one new organization each, and return (key, task id) of each
+        once all are running (and half a second into their batches)."""
+        tasks = []
+        for _ in range(count):
+            key = bench.api_key()
+            tasks.append((key, self.post_file(key, path)))
+        for key, task_id in tasks:
+            self.wait(key, task_id, "running", interval=0.01)
+        time.sleep(0.5)
+        return tasks
+
     def task(self, key: str, task_id: str) -> dict:
         return self.request("GET", f"/api/tasks/{task_id}/", key)[1]
 

@@ -59,13 +59,7 @@ def main() -> int:
         bench = Bench(server_url, redis_url, (args.port, args.port + 1), Path(scratch))
         path = bench.csv_file(args.rows)
         with bench.stack() as stack:
-            tasks = []
-            for _ in range(args.uploads):
-                key = bench.api_key()
-                tasks.append((key, stack.post_file(key, path)))
-            for key, task_id in tasks:
-                stack.wait(key, task_id, "running", interval=0.01)
-            time.sleep(0.5)
+            tasks = stack.running_uploads(bench, path, args.uploads)
             for number in range(args.trials):
                 measured = trial(bench, stack, *tasks[number % len(tasks)])
                 if measured is not None:

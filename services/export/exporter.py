@@ -29,6 +29,8 @@ FILE_PURPOSE = "export"
 # strpos() of an empty string is 1: the leading "x" (a character that needs nothing) makes "> 1" mean "one
 # of the characters after it", so an empty cell never reaches the regular expression.
 _FORMULA_GATE = "x" + FIRST_CHARACTERS
+# The parameters every statement with a _safe_cell takes.
+_FORMULA_PARAMS = {"formula_gate": _FORMULA_GATE, "formula_start": FORMULA_START}
 
 
 def _safe_cell(expression: sql.Composable) -> sql.Composed:
@@ -146,8 +148,7 @@ def known_layouts(cur, organization_id, columns: list[str], checkpoint: dict[str
 def bind(cur, statement: sql.Composable, params: dict[str, Any]) -> str:
     """`statement` with its parameters bound on the client, exactly as execute() would (COPY takes no
     bind parameters)."""
-    return cur.mogrify(statement, {**params, "formula_gate": _FORMULA_GATE, "formula_start": FORMULA_START}
-                       ).decode()
+    return cur.mogrify(statement, {**params, **_FORMULA_PARAMS}).decode()
 
 
 def question_columns(forms: list[dict[str, Any]]) -> list[str]:
@@ -173,7 +174,6 @@ class ExportJob:
             "org": task.organization_id, "from": params["submitted_from"], "to": params["submitted_to"],
             "form": params.get("form_id"), "after_at": after[0], "after_id": after[1],
             "upto_at": upto[0], "upto_id": upto[1],
-            "formula_gate": _FORMULA_GATE, "formula_start": FORMULA_START,
         }
 
     def _start(self, cur, task: Task) -> dict[str, Any]:
@@ -198,7 +198,8 @@ class ExportJob:
         return buffer.getvalue()
 
     def run_batch(self, cur, task: Task, checkpoint: dict[str, Any] | None) -> Batch:
-        cur.execute(_OUTPUT_SETTINGS)
+        # The batch's own statements (columns, header, layouts, storing) format no time: only the pages
+        # run with _OUTPUT_SETTINGS, on their reader connections.
         if checkpoint is None:
             checkpoint = self._start(cur, task)
         columns = checkpoint["columns"]
@@ -213,7 +214,7 @@ class ExportJob:
         if self._pages is None:
             self._pages = PageReader(self.db.connect, self.parallel, _PAGE_SETTINGS)
         page = self._pages.next(checkpoint["after"], statement, probe,
-                                lambda bounds: self._range(task, bounds.after, bounds.upto))
+                                lambda bounds: {**self._range(task, bounds.after, bounds.upto), **_FORMULA_PARAMS})
         rows, size = checkpoint["rows"] + page.rows, checkpoint["bytes"]
         size = storage.append(cur, checkpoint["file_id"], page.data, size)
         finished = page.bounds.upto is None

@@ -161,7 +161,7 @@ _MARK = {True: "t\n", False: "f\n"}
 def _in_submission_order(lines: list[bytes], moments: list[float]) -> list[bytes]:
     """The batch's rows ordered by submission time, so that they are stored together on disk as exports
     and time-range reads find them: an export page then reads runs of neighbouring heap pages instead of one
-    page per row. (A file already in submission order, the usual case, costs one pass.)"""
+    page per row. (A batch already in submission order costs one pass.)"""
     order = sorted(range(len(lines)), key=moments.__getitem__)
     return [lines[i] for i in order]
 

@@ -43,20 +43,12 @@ def test_reading_runs_each_statement_without_a_transaction_and_gives_the_connect
 
 
 def test_reading_a_task_costs_the_gateway_two_statements_outside_any_transaction(rt):
-    from dramatiq.brokers.redis import RedisBroker
-    from falcon import testing
-
-    from services.gateway.app import create_app
     from tests.conftest import auth, new_key
-    from tests.shared.test_task_waiting import CountingConnection, running_task
+    from tests.shared.test_task_waiting import CountingConnection, counted_gateway, running_task
 
     key = new_key(rt)
     task, _ = running_task(rt, key)
-    counted = Database(rt.db.dsn, maxconn=4, connection_factory=CountingConnection)
-    client = testing.TestClient(create_app(counted, RedisBroker(url=rt.settings.redis_url, namespace="quiet"),
-                                           rt.settings))
-    CountingConnection.statements.clear()
-    CountingConnection.in_autocommit.clear()
+    counted, client = counted_gateway(rt)
     try:
         assert client.simulate_get(f"/api/tasks/{task.id}/", headers=auth(key)).json["state"] == "running"
     finally:

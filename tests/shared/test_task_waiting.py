@@ -37,6 +37,17 @@ class CountingConnection(psycopg2.extensions.connection):
         return super().cursor(*args, cursor_factory=Counting, **kwargs)
 
 
+def counted_gateway(rt) -> tuple[Database, testing.TestClient]:
+    """A gateway whose every SQL statement is counted (CountingConnection, counts cleared), its broker on a
+    namespace no worker listens to; close the database when done."""
+    counted = Database(rt.db.dsn, maxconn=4, connection_factory=CountingConnection)
+    client = testing.TestClient(create_app(counted, RedisBroker(url=rt.settings.redis_url, namespace="quiet"),
+                                           rt.settings))
+    CountingConnection.statements.clear()
+    CountingConnection.in_autocommit.clear()
+    return counted, client
+
+
 def running_task(rt, key: str) -> tuple[t.Task, uuid.UUID]:
     owner = uuid.uuid4()
     with rt.db.transaction() as cur:
@@ -51,10 +62,7 @@ def test_a_wait_costs_a_handful_of_statements_and_ends_at_the_transition(rt):
     # Given a gateway whose every SQL statement is counted, and a running task no worker will stop
     key = new_key(rt)
     task, owner = running_task(rt, key)
-    counted = Database(rt.db.dsn, maxconn=4, connection_factory=CountingConnection)
-    client = testing.TestClient(create_app(counted, RedisBroker(url=rt.settings.redis_url, namespace="quiet"),
-                                           rt.settings))
-    CountingConnection.statements.clear()
+    counted, client = counted_gateway(rt)
     answer = {}
 
     def pause_and_wait() -> None:
