@@ -8,84 +8,27 @@ redone from the last checkpoint) and duplicates nothing (the checkpoint moved wi
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import time
 import uuid
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from enum import StrEnum, auto
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg2.errors
 
 from shared import fairness, metrics, storage
 from shared import tasks as t
+from shared.batches import Batch, BatchJob, Step, Stop, TaskFailed, pipelines
 from shared.broker import schedule_pause_expiry
+from shared.pipeline import Pipeline
 from shared.stop_requests import StopListener, StopRequested
 from shared.tasks import Task, TaskState
 from shared.transient import Backoff, describe, is_transient
 
 logger = logging.getLogger(__name__)
-
-
-class TaskFailed(Exception):
-    """The job cannot finish (bad input, impossible parameters); recorded on the task as its error."""
-
-    def __init__(self, code: str, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.error = {"code": code, "message": message, **details}
-
-
-class Stop(StrEnum):
-    """Why one step of the run loop ended: what the loop does next (each value is its lowercase name)."""
-
-    CONTINUE = auto()  # go on in the state (and from the checkpoint) the step reports
-    PAUSE = auto()  # the pause was confirmed: the run ends
-    REVOKE = auto()  # the task was rolled back: the run ends
-    LEASE_LOST = auto()  # another worker holds the task now: the run ends without writes
-    FINISHED = auto()  # the last batch committed with the task's result
-    FAILED = auto()  # the job cannot finish: the task fails, keeping its committed work
-    RETRY = auto()  # a transient database error rolled the step back: do it again after a backoff
-
-
-@dataclass(frozen=True)
-class Step:
-    """What one step did. `state` None means "unknown: read it back from the database before going on";
-    `committed` says that a batch committed (the task made progress)."""
-
-    stop: Stop
-    state: TaskState | None = None
-    checkpoint: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    committed: bool = False
-
-
-@dataclass
-class Batch:
-    """What one batch did: where the next one starts and how far the task has come."""
-
-    checkpoint: dict[str, Any]
-    done: int
-    total: int | None = None
-    finished: bool = False
-    result: dict[str, Any] | None = field(default=None)
-    # What this batch alone read or wrote, for the metrics (shared.metrics).
-    rows: int = 0
-    bytes: int = 0
-
-
-class BatchJob(Protocol):
-    def run_batch(self, cur, task: Task, checkpoint: dict[str, Any] | None) -> Batch:
-        """Do the next batch's writes with `cur` (inside the batch transaction), starting at `checkpoint`
-        (None for the first batch). Raises TaskFailed when the task cannot go on."""
-
-    def rollback(self, cur, task: Task) -> None:
-        """Undo every effect of the task other than its stored files (those are deleted by the runner)."""
-
-    def close(self) -> None:
-        """Release what the job holds between batches (threads, readers); called when the run ends."""
 
 
 def worker_name() -> str:
@@ -121,10 +64,22 @@ class BatchRunner:
             fairness.wake_waiting(self.db, self.broker, task.organization_id, limit)
 
     def _run_claimed(self, job: BatchJob, task: Task, owner: uuid.UUID, actor: str) -> TaskState | None:
+        pipeline = None
+        if pipelines(job):
+            save = functools.partial(self.save, task=task, owner=owner, actor=actor)
+            pipeline = Pipeline(self.db, self.broker, job, task, save)
+        try:
+            return self._loop(job, task, owner, actor, pipeline)
+        finally:
+            if pipeline is not None:
+                pipeline.close()
+
+    def _loop(self, job: BatchJob, task: Task, owner: uuid.UUID, actor: str,
+              pipeline: Pipeline | None) -> TaskState | None:
         state, checkpoint = task.state, task.checkpoint
         backoff = Backoff(self.settings.transient_retry_seconds)
         while True:
-            step = self._step(job, task, owner, actor, state, checkpoint)
+            step = self._step(job, task, owner, actor, state, checkpoint, pipeline)
             match step.stop:
                 case Stop.CONTINUE:
                     state, checkpoint = step.state, step.checkpoint
@@ -150,12 +105,15 @@ class BatchRunner:
                     return None
 
     def _step(self, job: BatchJob, task: Task, owner: uuid.UUID, actor: str, state: TaskState | None,
-              checkpoint: dict[str, Any] | None) -> Step:
-        """Do what the task's state asks for next, turning every way it can end into a Step."""
+              checkpoint: dict[str, Any] | None, pipeline: Pipeline | None) -> Step:
+        """Do what the task's state asks for next, turning every way it can end into a Step. A pipelined
+        job's first batch (no checkpoint yet) runs alone; the next ones are written side by side."""
         try:
             match state:
                 case None:
                     return self._reload(task.id, owner)
+                case TaskState.RUNNING if pipeline is not None and checkpoint is not None:
+                    return pipeline.step(checkpoint)
                 case TaskState.RUNNING:
                     return self._batch(job, task, owner, actor, checkpoint)
                 case TaskState.PAUSING:
@@ -185,17 +143,24 @@ class BatchRunner:
         with self.db.transaction() as cur:
             with control.interruptible(task.id, cur.connection) if control else nullcontext():
                 batch = job.run_batch(cur, task, checkpoint)
-            state = t.save_progress(cur, task.id, owner, self.settings.task_lease_seconds,
-                                    checkpoint=batch.checkpoint, done=batch.done, total=batch.total)
-            if state is None:
-                cur.connection.rollback()
-                return Step(Stop.LEASE_LOST)
-            metrics.record_batch(cur, task.kind, batch.rows, batch.bytes, time.monotonic() - started)
-            if batch.finished and state is not TaskState.REVOKING:
-                t.apply(cur, t.COMPLETE, task.id, actor=actor, reason="all batches done",
-                        lease_owner=owner, result=batch.result or {})
-                logger.info("task %s completed", task.id)
-                return Step(Stop.FINISHED, TaskState.COMPLETED)
+            return self.save(cur, batch, started, task=task, owner=owner, actor=actor)
+
+    def save(self, cur, batch: Batch, started: float, *, task: Task, owner: uuid.UUID, actor: str,
+             after: dict[str, Any] | None = None) -> Step:
+        """Store the batch's checkpoint and progress in its transaction (`cur`), and complete the task after
+        its last batch. With `after`, only if the stored checkpoint is `after` (the batch follows the last
+        one committed); if not, the transaction is rolled back and the state is to be read again."""
+        state = t.save_progress(cur, task.id, owner, self.settings.task_lease_seconds,
+                                checkpoint=batch.checkpoint, done=batch.done, total=batch.total, after=after)
+        if state is None:
+            cur.connection.rollback()
+            return Step(Stop.LEASE_LOST if after is None else Stop.CONTINUE)
+        metrics.record_batch(cur, task.kind, batch.rows, batch.bytes, time.monotonic() - started)
+        if batch.finished and state is not TaskState.REVOKING:
+            t.apply(cur, t.COMPLETE, task.id, actor=actor, reason="all batches done",
+                    lease_owner=owner, result=batch.result or {})
+            logger.info("task %s completed", task.id)
+            return Step(Stop.FINISHED, TaskState.COMPLETED)
         return Step(Stop.CONTINUE, state, batch.checkpoint, committed=True)
 
     def _reload(self, task_id: uuid.UUID, owner: uuid.UUID) -> Step:

@@ -38,6 +38,8 @@ class Settings:
     # An upload batch also closes once its rows take this many bytes (COPY data), so memory is bounded by
     # bytes, not rows; a row longer than this in the file is rejected.
     upload_batch_bytes: int = 16 * 1024 * 1024
+    # Batches of one upload written at once, each with a COPY on a connection of its own (shared.pipeline).
+    upload_copy_streams: int = 2
     # A row with a field (cell) longer than this is rejected.
     max_field_bytes: int = 1024 * 1024
     export_batch_rows: int = 40000
@@ -87,6 +89,7 @@ class Settings:
             task_lease_seconds=_int(env, "TASK_LEASE_SECONDS", 30, minimum=1),
             upload_batch_rows=_int(env, "UPLOAD_BATCH_ROWS", 20000, minimum=1),
             upload_batch_bytes=_int(env, "UPLOAD_BATCH_BYTES", 16 * 1024 * 1024, minimum=1024),
+            upload_copy_streams=_int(env, "UPLOAD_COPY_STREAMS", 2, minimum=1),
             max_field_bytes=_int(env, "MAX_FIELD_BYTES", 1024 * 1024, minimum=1),
             export_batch_rows=_int(env, "EXPORT_BATCH_ROWS", 40000, minimum=1),
             export_parallel_pages=_int(env, "EXPORT_PARALLEL_PAGES", 2, minimum=1),

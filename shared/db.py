@@ -125,20 +125,8 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extras.RealDictCursor]:
         """One transaction: committed when the block ends, rolled back if it raises."""
-        with self.connection() as conn:
-            with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-                try:
-                    yield cur
-                except BaseException:
-                    if not conn.closed:
-                        try:
-                            conn.rollback()
-                        except psycopg2.Error:
-                            # The connection died with the statement: the original error says why,
-                            # not "connection already closed"; the pool discards this connection.
-                            pass
-                    raise
-                conn.commit()
+        with self.connection() as conn, transaction_on(conn) as cur:
+            yield cur
 
     @contextmanager
     def reading(self) -> Iterator[psycopg2.extras.RealDictCursor]:
@@ -159,6 +147,24 @@ class Database:
         if self._pool is not None and self._pid == os.getpid():
             self._pool.closeall()
         self._pool = None
+
+
+@contextmanager
+def transaction_on(conn: psycopg2.extensions.connection) -> Iterator[psycopg2.extras.RealDictCursor]:
+    """One transaction on `conn` (pooled or not): committed when the block ends, rolled back if it raises."""
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        try:
+            yield cur
+        except BaseException:
+            if not conn.closed:
+                try:
+                    conn.rollback()
+                except psycopg2.Error:
+                    # The connection died with the statement: the original error says why, not
+                    # "connection already closed"; its owner (the pool) discards the connection.
+                    pass
+            raise
+        conn.commit()
 
 
 def with_database(url: str, name: str) -> str:

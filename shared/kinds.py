@@ -19,7 +19,8 @@ from typing import Any
 import dramatiq
 
 from shared import tasks
-from shared.batch_runner import BatchJob, BatchRunner
+from shared.batch_runner import BatchRunner
+from shared.batches import BatchJob
 from shared.runtime import Runtime
 
 # A task runs for as long as its batches take (a week at most): pausing, not a time limit, is how it stops.

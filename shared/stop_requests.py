@@ -78,9 +78,10 @@ class StopListener(Middleware):
 
     def __init__(self) -> None:
         self._thread: _StopListenerThread | None = None
-        # Which task's batch runs on which connection, in which thread.
+        # Which task's batches run on which connection, by the thread that runs each (a pipelined task
+        # writes more than one batch at a time).
         self._lock = threading.Lock()
-        self._in_batch: dict[str, tuple[object, int]] = {}
+        self._in_batch: dict[str, dict[int, object]] = {}
 
     @classmethod
     def of(cls, broker: dramatiq.Broker) -> StopListener | None:
@@ -99,15 +100,18 @@ class StopListener(Middleware):
     def interruptible(self, task_id, connection) -> Iterator[None]:
         """While the block runs, a stop request for the task cancels `connection`'s current statement and
         raises StopRequested in this thread."""
-        key = str(task_id)
+        key, thread_id = str(task_id), threading.get_ident()
         with self._lock:
-            self._in_batch[key] = (connection, threading.get_ident())
+            self._in_batch.setdefault(key, {})[thread_id] = connection
         try:
             yield
         finally:
             # Under the lock: once this returns, no cancel for this batch can still be on its way.
             with self._lock:
-                self._in_batch.pop(key, None)
+                batches = self._in_batch.get(key, {})
+                batches.pop(thread_id, None)
+                if not batches:
+                    self._in_batch.pop(key, None)
 
     def in_batch(self, task_id: str) -> bool:
         """Whether the task's batch is running (interruptible) in this process now."""
@@ -115,14 +119,14 @@ class StopListener(Middleware):
             return task_id in self._in_batch
 
     def interrupt(self, task_id: str) -> bool:
-        """Interrupt the task's batch if it runs in this process; whether it did. A batch is interrupted once,
-        however many listeners hear the request."""
+        """Interrupt the task's batches if they run in this process; whether it did. A batch is interrupted
+        once, however many listeners hear the request."""
         with self._lock:
-            entry = self._in_batch.pop(task_id, None)
-            if entry is None:
+            batches = self._in_batch.pop(task_id, None)
+            if not batches:
                 return False
-            connection, thread_id = entry
-            connection.cancel()
-            raise_thread_exception(thread_id, StopRequested)
-        logger.info("task %s: stop requested, cancelling its batch", task_id)
+            for thread_id, connection in batches.items():
+                connection.cancel()
+                raise_thread_exception(thread_id, StopRequested)
+        logger.info("task %s: stop requested, cancelling %d batch(es) in flight", task_id, len(batches))
         return True

@@ -16,7 +16,7 @@ from psycopg2 import sql
 
 from services.export.pages import Key, PageReader
 from shared import storage
-from shared.batch_runner import Batch
+from shared.batches import Batch
 from shared.formula_cells import FIRST_CHARACTERS, FORMULA_START
 from shared.tasks import Task
 

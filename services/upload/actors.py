@@ -9,7 +9,8 @@ import dramatiq
 from periodiq import cron
 
 from services import upload
-from services.upload.importer import BatchLimits, UploadJob
+from services.upload.copy_lines import BatchLimits
+from services.upload.importer import UploadJob
 from shared import storage
 from shared.kinds import task_actor
 from shared.runtime import runtime
@@ -21,7 +22,8 @@ _rt = runtime()
 
 
 # Imports the task's file from its checkpoint until it completes, pauses or is revoked.
-run_upload = task_actor(upload.KIND_SPEC, lambda: UploadJob(_rt.db, BatchLimits.from_settings(_rt.settings)), _rt)
+run_upload = task_actor(upload.KIND_SPEC, lambda: UploadJob(_rt.db, BatchLimits.from_settings(_rt.settings),
+                                                            streams=_rt.settings.upload_copy_streams), _rt)
 
 
 # Running it twice (two schedulers, periodiq has no lock) deletes nothing more: the second finds no files.

@@ -37,21 +37,25 @@ def save_progress(
     checkpoint: dict[str, Any],
     done: int,
     total: int | None = None,
+    after: dict[str, Any] | None = None,
 ) -> TaskState | None:
     """Store the checkpoint and progress in the caller's batch transaction and renew the lease.
 
     Returns the task's state as the control service left it (the worker's stop signal), or None when
-    this worker no longer holds the task."""
+    this worker no longer holds the task, or when `after` is given and the stored checkpoint is not it (the
+    batch does not follow the last one committed)."""
     cur.execute(
         """
         UPDATE tasks SET checkpoint = %(checkpoint)s, progress_done = %(done)s,
             progress_total = coalesce(%(total)s, progress_total),
             lease_expires_at = now() + make_interval(secs => %(lease)s), updated_at = now()
         WHERE id = %(id)s AND lease_owner = %(owner)s AND state = ANY(%(leased)s)
+            AND (%(after)s::jsonb IS NULL OR checkpoint = %(after)s::jsonb)
         RETURNING state
         """,
         {"leased": names(LEASED_STATES), "id": task_id, "owner": lease_owner, "lease": lease_seconds,
-         "checkpoint": Json(checkpoint), "done": done, "total": total},
+         "checkpoint": Json(checkpoint), "done": done, "total": total,
+         "after": None if after is None else Json(after)},
     )
     row = cur.fetchone()
     return None if row is None else TaskState(row["state"])

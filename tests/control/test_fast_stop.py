@@ -8,7 +8,8 @@ import time
 
 from services.control.commands import TaskControl
 from shared import tasks as t
-from shared.batch_runner import Batch, BatchRunner
+from shared.batch_runner import BatchRunner
+from shared.batches import Batch
 from shared.stop_requests import StopListener
 from tests.conftest import new_key, wait_for
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.upload.importer import answers_array
+from services.upload.copy_lines import answers_array
 from shared.formula_cells import FIRST_CHARACTERS, may_hold_formula
 
 

@@ -15,7 +15,7 @@ import pytest
 from services.control.commands import TaskControl
 from shared import orgs
 from shared import tasks as t
-from shared.batch_runner import Batch
+from shared.batches import Batch
 from shared.broker import create_broker
 from shared.kinds import TaskKind, register, task_actor
 from shared.runtime import Runtime, worker_middleware

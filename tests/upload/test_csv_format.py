@@ -117,7 +117,7 @@ def test_records_over_the_byte_limits_are_rejected_and_skipped_without_losing_th
 
 
 def test_batches_close_at_the_row_or_the_byte_limit_whichever_comes_first():
-    from services.upload.importer import BatchLimits, parse_batches
+    from services.upload.copy_lines import BatchLimits, parse_batches
 
     data = csv_bytes(500, seed=5)
     header, offset = read_header(data)
@@ -140,8 +140,8 @@ def test_batches_close_at_the_row_or_the_byte_limit_whichever_comes_first():
 
 def test_forgetting_which_questions_forms_had_answered_changes_no_form_s_questions(monkeypatch):
     # Given a file of many forms, each answering its questions over several rows
-    from services.upload import importer
-    from services.upload.importer import BatchLimits, parse_batches
+    from services.upload import copy_lines
+    from services.upload.copy_lines import BatchLimits, parse_batches
 
     lines = ["response_id,form_id,submitted_at,q1,q2,q3"]
     for n in range(600):
@@ -162,14 +162,14 @@ def test_forgetting_which_questions_forms_had_answered_changes_no_form_s_questio
 
     remembered = questions_per_form()
     # When the memory of what each form has answered is capped so low that it is forgotten all the time
-    monkeypatch.setattr(importer, "_FORM_TRACKING_BYTES", 1000)
+    monkeypatch.setattr(copy_lines, "_FORM_TRACKING_BYTES", 1000)
     # Then every form still gets the same questions in the same order
     assert questions_per_form() == remembered
     assert remembered["form0"] == ["q1", "q2", "q3"] and remembered["form1"] == ["q2", "q3", "q1"]
 
 
 def test_the_batch_limits_come_from_the_settings():
-    from services.upload.importer import BatchLimits
+    from services.upload.copy_lines import BatchLimits
     from shared.config import Settings
 
     defaults = BatchLimits.from_settings(Settings.from_env({}))
@@ -182,7 +182,7 @@ def test_the_batch_limits_come_from_the_settings():
 def test_each_batch_is_stored_in_submission_order_whatever_the_file_s_order():
     import csv
 
-    from services.upload.importer import BatchLimits, parse_batches
+    from services.upload.copy_lines import BatchLimits, parse_batches
 
     # Given a file whose rows are not in submission order
     data = csv_bytes(300, seed=8)

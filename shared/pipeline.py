@@ -1,0 +1,157 @@
+"""Pipelined batches: a job whose next batch can be written while the one before is still being written runs
+up to `job.streams` batches at once, each in a transaction of its own on a connection of its own.
+
+They still commit one by one and in order, each with its checkpoint. A batch commits only after the batch
+before it committed and left the task running, and its checkpoint UPDATE names the checkpoint it follows
+(`save_progress(after=...)`): a batch whose predecessor rolled back, or that a stale runner started, can
+never commit. So each batch keeps the runner's guarantee (its writes, checkpoint and progress in one
+transaction: a crash loses or duplicates nothing) and only the writing overlaps: two COPY streams keep two
+PostgreSQL processes busy where one would leave the second core idle.
+
+A batch that waits in Python for its predecessor holds the locks of its writes (its new unique keys). Should
+the predecessor wait on another task that waits on those keys, PostgreSQL cannot see the cycle: every lane's
+transaction has a lock_timeout (LANE_LOCK_TIMEOUT), which ends such a wait with a transient error, and the
+task goes on from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from typing import Any
+
+import psycopg2.extensions
+
+from shared.batches import PipelinedJob, Planned, Step, Stop
+from shared.db import transaction_on
+from shared.stop_requests import StopListener
+from shared.tasks import Task, TaskState
+
+# How long a lane's statement may wait for a lock (see the module's docstring).
+LANE_LOCK_TIMEOUT = "10s"
+# What commits a settled batch: the runner's checkpoint UPDATE, metrics and completion (BatchRunner.save).
+Save = Callable[..., Step]
+
+
+def _result(future: Future) -> Any:
+    """The future's result, waited for in short sleeps so that an asynchronous exception (a worker's
+    shutdown) still reaches the waiting thread."""
+    while True:
+        try:
+            return future.result(timeout=0.05)
+        except TimeoutError:
+            continue
+
+
+class Pipeline:
+    """The batches in flight of one run of a pipelined job. `step(checkpoint)` returns the outcome of the
+    batch that follows `checkpoint`, having started the ones after it."""
+
+    def __init__(self, db, broker, job: PipelinedJob, task: Task, save: Save) -> None:
+        self._db = db
+        self._job = job
+        self._task = task
+        self._save = save
+        self._control = StopListener.of(broker)
+        self._lanes = ThreadPoolExecutor(job.streams, thread_name_prefix=f"batch-lane-{task.id}")
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        self._busy: set[psycopg2.extensions.connection] = set()
+        self._busy_lock = threading.Lock()
+        self._window: deque[Future] = deque()
+        # The checkpoint the next step should be asked for, and the last batch started.
+        self._expects: dict[str, Any] | None = None
+        self._tail: Future | None = None
+        self._tail_planned: Planned | None = None
+
+    def step(self, checkpoint: dict[str, Any]) -> Step:
+        if checkpoint is not self._expects:
+            # Not the checkpoint the batches in flight follow (a reload, a retry): start again from it.
+            self.drain()
+            self._tail = Future()
+            self._tail.set_result(Step(Stop.CONTINUE, TaskState.RUNNING, checkpoint))
+            self._tail_planned = None
+        while len(self._window) < self._job.streams and not (self._tail_planned and self._tail_planned.last):
+            self._start_next()
+        step = _result(self._window.popleft())
+        self._expects = step.checkpoint
+        return step
+
+    def _start_next(self) -> None:
+        previous = self._tail_planned
+        position = previous.position if previous else self._tail.result().checkpoint
+        planned = self._job.plan(self._task, position)
+        serial = previous is not None and planned.conflicts_with(previous)
+        future = self._lanes.submit(self._lane, planned, self._tail, serial)
+        self._window.append(future)
+        self._tail, self._tail_planned = future, planned
+
+    def _lane(self, planned: Planned, before: Future, serial: bool) -> Step:
+        conn = self._connection()
+        try:
+            return self._write_and_commit(conn, planned, before, serial)
+        finally:
+            with self._busy_lock:
+                self._busy.discard(conn)
+            usable = not conn.closed and (conn.get_transaction_status()
+                                          == psycopg2.extensions.TRANSACTION_STATUS_IDLE)
+            self._idle.put(conn) if usable else conn.close()
+
+    def _write_and_commit(self, conn, planned: Planned, before: Future, serial: bool) -> Step:
+        abandoned = Step(Stop.CONTINUE)  # state unknown: never returned to the runner, which has moved on
+        started = time.monotonic()
+        def interruptible():
+            return self._control.interruptible(self._task.id, conn) if self._control else nullcontext()
+
+        with transaction_on(conn) as cur:
+            cur.execute(f"SET LOCAL lock_timeout = '{LANE_LOCK_TIMEOUT}'")
+            if serial and not _runs_on(_result(before)):
+                return abandoned
+            with interruptible():
+                written = self._job.write(cur, self._task, planned)
+            previous = _result(before)  # raises what the batch before raised: this one rolls back
+            if not _runs_on(previous):
+                conn.rollback()
+                return abandoned
+            with interruptible():
+                batch = self._job.settle(cur, self._task, previous.checkpoint, written)
+            return self._save(cur, batch, started, after=previous.checkpoint)
+
+    def _connection(self) -> psycopg2.extensions.connection:
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._db.connect()
+        with self._busy_lock:
+            self._busy.add(conn)
+        return conn
+
+    def drain(self) -> None:
+        """Stop the batches in flight (their statements are cancelled: each rolls back, unless it already
+        committed in order) and wait for them."""
+        with self._busy_lock:
+            for conn in self._busy:
+                conn.cancel()
+        while self._window:
+            future = self._window.popleft()
+            while not future.done():
+                time.sleep(0.01)
+        self._expects = None
+
+    def close(self) -> None:
+        self.drain()
+        self._lanes.shutdown(wait=True)
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+def _runs_on(step: Step) -> bool:
+    """Whether the batch after this step's may commit: this one committed and the task still runs."""
+    return step.stop is Stop.CONTINUE and step.state is TaskState.RUNNING
