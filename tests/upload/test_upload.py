@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
+import io
 from datetime import UTC
 
 from falcon import testing
@@ -138,6 +140,37 @@ def test_rows_already_stored_are_skipped_and_counted(client, api_key, worker, rt
     assert task["result"]["rows_skipped_duplicate"] == 300
     assert count_responses(rt, task_id) == 500
     assert count_responses(rt, first_task["task_id"]) == 300
+
+
+def test_ids_repeated_in_the_next_batch_are_counted_once_whatever_batches_are_written_together(
+        client, api_key, worker, rt):
+    # Given a file of 6 batches (200 rows each) whose every other batch repeats the ids of the batch before,
+    # the repeated id first in its batch (written beside the batch that holds it last)
+    records = list(csv.reader(io.StringIO(csv_bytes(600, seed=23).decode(), newline="")))
+    header, rows = records[0], records[1:]
+    batches = [rows[i:i + 200] for i in range(0, 600, 200)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for batch in batches:
+        writer.writerows(batch + list(reversed(batch)))
+    data = out.getvalue().encode()
+    # When it is uploaded (UPLOAD_COPY_STREAMS is 2: two batches are written at once)
+    task = wait_for_state(client, api_key, upload(client, api_key, data).json["task_id"], "completed", timeout=60)
+    # Then each id is stored once and each repeat counted once
+    assert rt.settings.upload_copy_streams == 2
+    assert task["result"]["rows_inserted"] == 600
+    assert task["result"]["rows_skipped_duplicate"] == 600
+    assert count_responses(rt, task["task_id"]) == 600
+
+
+def test_a_batch_that_shares_an_id_with_the_one_before_is_not_written_beside_it():
+    from services.upload.copy_lines import ParsedBatch
+    from services.upload.importer import PlannedBatch
+
+    earlier = PlannedBatch(ParsedBatch(0, ids=["a", "b"]), {})
+    assert PlannedBatch(ParsedBatch(0, ids=["c", "b"]), {}).conflicts_with(earlier)
+    assert not PlannedBatch(ParsedBatch(0, ids=["c", "d"]), {}).conflicts_with(earlier)
 
 
 def test_submitted_at_forms_are_stored_as_the_instant_they_name(client, api_key, worker, rt):
