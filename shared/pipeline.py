@@ -21,8 +21,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from concurrent.futures import Future
+from contextlib import nullcontext, suppress
 from typing import Any
 
 import psycopg2.extensions
@@ -58,7 +58,6 @@ class Pipeline:
         self._task = task
         self._save = save
         self._control = StopListener.of(broker)
-        self._lanes = ThreadPoolExecutor(job.streams, thread_name_prefix=f"batch-lane-{task.id}")
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
         self._busy: set[psycopg2.extensions.connection] = set()
         self._busy_lock = threading.Lock()
@@ -86,9 +85,24 @@ class Pipeline:
         position = previous.position if previous else self._tail.result().checkpoint
         planned = self._job.plan(self._task, position)
         serial = previous is not None and planned.conflicts_with(previous)
-        future = self._lanes.submit(self._lane, planned, self._tail, serial)
+        future = self._run_lane(planned, self._tail, serial)
         self._window.append(future)
         self._tail, self._tail_planned = future, planned
+
+    def _run_lane(self, planned: Planned, before: Future, serial: bool) -> Future:
+        """Start writing the batch in a thread of its own; the future is its Step. (A thread a batch, not a
+        pool: a stop request's exception that lands late can end a thread, never a pool's worker.)"""
+        future: Future = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self._lane(planned, before, serial))
+            except BaseException as exc:  # a stop request (StopRequested) included: the runner acts on it
+                with suppress(Exception):
+                    future.set_exception(exc)
+
+        threading.Thread(target=run, name=f"batch-lane-{self._task.id}", daemon=True).start()
+        return future
 
     def _lane(self, planned: Planned, before: Future, serial: bool) -> Step:
         conn = self._connection()
@@ -135,7 +149,8 @@ class Pipeline:
         committed in order) and wait for them."""
         with self._busy_lock:
             for conn in self._busy:
-                conn.cancel()
+                with suppress(psycopg2.Error):  # a connection whose server end is gone has nothing to cancel
+                    conn.cancel()
         while self._window:
             future = self._window.popleft()
             while not future.done():
@@ -144,7 +159,6 @@ class Pipeline:
 
     def close(self) -> None:
         self.drain()
-        self._lanes.shutdown(wait=True)
         while True:
             try:
                 self._idle.get_nowait().close()

@@ -126,7 +126,8 @@ class StopListener(Middleware):
             if not batches:
                 return False
             for thread_id, connection in batches.items():
-                connection.cancel()
+                with contextlib.suppress(Exception):  # a dead connection: the thread's exception still ends it
+                    connection.cancel()
                 raise_thread_exception(thread_id, StopRequested)
         logger.info("task %s: stop requested, cancelling %d batch(es) in flight", task_id, len(batches))
         return True

@@ -123,7 +123,8 @@ def test_deadlocks_and_serialization_failures_are_retried_from_the_checkpoint(rt
 
 
 def failed_upload(rt, client, namespace: str, key: str, errcode: str, **env: str) -> dict:
-    """An upload of 300 rows that failed after its first 100 rows had committed (5 batches of 20)."""
+    """An upload of 300 rows (15 batches of 20) that failed at its 101st row inserted. Two batches are written
+    at once, so the batch that meets it is the 5th or the 6th: 80 or 100 rows committed before."""
     with responses_fault(rt, organization_of(rt, key), errcode, after_rows=100), \
             running_worker(namespace, threads=1, **worker_env(rt, **env)):
         task_id = upload(client, key, csv_bytes(300, seed=uuid.uuid4().int % 10**6)).json["task_id"]
@@ -143,7 +144,7 @@ def test_transient_errors_fail_the_task_only_after_TRANSIENT_RETRY_SECONDS_namin
     assert "SerializationFailure" in task["error"]["message"] and "fault injected" in task["error"]["message"]
     # And it kept the work it had committed, and its checkpoint
     checkpoint = task_row(rt.db, task["task_id"])["checkpoint"]
-    assert checkpoint["rows_inserted"] == 100 == task_rows(rt.db, task["task_id"])
+    assert checkpoint["rows_inserted"] == task_rows(rt.db, task["task_id"]) in (80, 100)
     assert task_files(rt.db, task["task_id"]) == 1
     # When the cause is gone and the task is resumed
     with running_worker(namespace, threads=1, **worker_env(rt)):
@@ -160,7 +161,8 @@ def test_a_failed_task_keeps_its_work_until_revoked(rt, fault_client, namespace)
     # Given an upload that failed for a permanent reason after 100 rows
     task = failed_upload(rt, fault_client, namespace, key, "P0001")
     assert task["state"] == "failed" and task["error"]["code"] == "internal_error", task
-    assert task_rows(rt.db, task["task_id"]) == 100
+    assert task_rows(rt.db, task["task_id"]) == task_row(rt.db, task["task_id"])["checkpoint"]["rows_inserted"]
+    assert task_rows(rt.db, task["task_id"]) in (80, 100)
     # When it is revoked
     with running_worker(namespace, threads=1, **worker_env(rt)):
         revoked = fault_client.simulate_post(f"/api/revoke/{task['task_id']}", headers=auth(key))
