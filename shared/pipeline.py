@@ -83,7 +83,9 @@ class Pipeline:
     def _start_next(self) -> None:
         previous = self._tail_planned
         position = previous.position if previous else self._tail.result().checkpoint
-        planned = self._job.plan(self._task, position)
+        # Planning may wait for the parse of the next batch: a stop request must not wait for it.
+        with self._control.interruptible(self._task.id) if self._control else nullcontext():
+            planned = self._job.plan(self._task, position)
         serial = previous is not None and planned.conflicts_with(previous)
         future = self._run_lane(planned, self._tail, serial)
         self._window.append(future)

@@ -81,7 +81,7 @@ class StopListener(Middleware):
         # Which task's batches run on which connection, by the thread that runs each (a pipelined task
         # writes more than one batch at a time).
         self._lock = threading.Lock()
-        self._in_batch: dict[str, dict[int, object]] = {}
+        self._in_batch: dict[str, dict[int, object | None]] = {}
 
     @classmethod
     def of(cls, broker: dramatiq.Broker) -> StopListener | None:
@@ -97,9 +97,9 @@ class StopListener(Middleware):
             self._thread.join(2)
 
     @contextlib.contextmanager
-    def interruptible(self, task_id, connection) -> Iterator[None]:
-        """While the block runs, a stop request for the task cancels `connection`'s current statement and
-        raises StopRequested in this thread."""
+    def interruptible(self, task_id, connection=None) -> Iterator[None]:
+        """While the block runs, a stop request for the task cancels `connection`'s current statement (when
+        there is one) and raises StopRequested in this thread."""
         key, thread_id = str(task_id), threading.get_ident()
         with self._lock:
             self._in_batch.setdefault(key, {})[thread_id] = connection
@@ -126,8 +126,9 @@ class StopListener(Middleware):
             if not batches:
                 return False
             for thread_id, connection in batches.items():
-                with contextlib.suppress(Exception):  # a dead connection: the thread's exception still ends it
-                    connection.cancel()
+                if connection is not None:
+                    with contextlib.suppress(Exception):  # a dead connection: the thread's exception ends it
+                        connection.cancel()
                 raise_thread_exception(thread_id, StopRequested)
         logger.info("task %s: stop requested, cancelling %d batch(es) in flight", task_id, len(batches))
         return True

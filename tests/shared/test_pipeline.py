@@ -48,8 +48,9 @@ class CountingJob:
 
     streams = 2
 
-    def __init__(self, before_write=None) -> None:
+    def __init__(self, before_write=None, before_plan=None) -> None:
         self.before_write = before_write or (lambda cur, batch: None)
+        self.before_plan = before_plan or (lambda batch: None)
         self.writing: set[int] = set()
         self.overlapped: set[int] = set()
         self.lock = threading.Lock()
@@ -57,6 +58,7 @@ class CountingJob:
 
     def plan(self, task, checkpoint):
         batch = checkpoint["next"]
+        self.before_plan(batch)
         return Planned(batch, {**checkpoint, "next": batch + 1}, batch == BATCHES - 1)
 
     def write(self, cur, task, planned):
@@ -214,6 +216,37 @@ def test_a_pause_cancels_every_batch_in_flight(rt, worker, written):
         cur.execute("SELECT count(*) AS n FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%%' "
                     "AND pid <> pg_backend_pid()")
         assert cur.fetchone()["n"] == 0
+
+
+def test_a_pause_while_the_next_batch_is_being_planned_is_answered_at_once(rt, worker, written):
+    # Given a pipelined job whose batch 3 takes a minute to plan (an upload waiting for its parser), with
+    # no batch being written meanwhile
+    task = new_task(rt)
+    planning = threading.Event()
+
+    def before_plan(batch):
+        if batch == 3:
+            planning.set()
+            for _ in range(1200):
+                time.sleep(0.05)
+
+    job = CountingJob(before_plan=before_plan)
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.setdefault(
+        "state", BatchRunner(rt.db, rt.broker, rt.settings).run(job, task.id)))
+    runner.start()
+    assert planning.wait(20)
+    wait_for(lambda: not job.writing, timeout=20)
+    started = time.monotonic()
+    # When it is paused
+    TaskControl(rt.db, rt.broker, rt.settings).pause(task.organization_id, task.id, "test")
+    runner.join(30)
+    # Then the planning is interrupted: the task pauses at once, at the last batch committed
+    assert not runner.is_alive()
+    assert time.monotonic() - started < 10
+    assert outcome["state"] is t.TaskState.PAUSED
+    assert rows_of(rt, task) == [0, 1, 2]
+    assert stored(rt, task).checkpoint == {"next": 3, "written": 3}
 
 
 def test_a_lane_whose_connection_is_killed_is_redone_on_a_new_one(rt, written):
