@@ -37,13 +37,14 @@ def answers_array(values: list[str]) -> str:
 
 @dataclass
 class ParsedBatch:
-    """The next batch of rows, validated and encoded as COPY text lines (UTF-8)."""
+    """The next batch of rows, validated and encoded as COPY text (UTF-8), one line a row: one buffer, not a
+    bytes object a row (those would be a batch's worth of small allocations left to fragment the heap)."""
 
     start_offset: int
     end_offset: int = 0
     end_line: int = 0
     ids: list[str] = field(default_factory=list)
-    lines: list[bytes] = field(default_factory=list)
+    data: bytes = b""
     size: int = 0
     repeated_in_batch: int = 0
     rejected: int = 0
@@ -51,6 +52,11 @@ class ParsedBatch:
     # Forms that got answers to questions they had none for yet in this run: those questions, in order.
     questions_seen: dict[str, list[str]] = field(default_factory=dict)
     finished: bool = False
+
+    @property
+    def lines(self) -> list[bytes]:
+        """The COPY lines (a value's own line breaks are escaped in COPY text, so each row is one line)."""
+        return self.data.splitlines(keepends=True)
 
 
 # What remembering which questions each form has had answered may cost (about 300 bytes a form and 40 a
@@ -133,6 +139,7 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
         seen_ids: set[str] = set()
         newly_answered: dict[str, set[int]] = {}
         moments: list[float] = []
+        lines: list[bytes] = []
         count = size = 0
         for line, row in records:
             # A run that ends (paused, revoked) must not wait for a whole batch to be parsed for nothing.
@@ -162,7 +169,7 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
                 encoded = (f"{prefix}{response_id}\t{_copy_text(form_id)}\t{timestamp_for_copy(row[sat], submitted_at)}"
                            f"\t{_copy_text(answers)}{suffix}{_MARK[may_hold_formula(form_id, answers)]}").encode()
                 batch.ids.append(response_id)
-                batch.lines.append(encoded)
+                lines.append(encoded)
                 moments.append(submitted_at.timestamp())
                 size += len(encoded)
             if count >= rows_limit or size >= limits.bytes:
@@ -172,7 +179,8 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
         for form_id, positions in newly_answered.items():
             batch.questions_seen[form_id] = [name for i, name in header.questions if i in positions]
         batch.size = size
-        batch.lines = _in_submission_order(batch.lines, moments)
+        batch.data = b"".join(_in_submission_order(lines, moments))
+        del lines
         batch.end_offset, batch.end_line = stream.offset, stream.line
         rows_limit = limits.rows
         yield batch

@@ -70,27 +70,9 @@ def upload_file_id(task: Task) -> uuid.UUID:
     return uuid.UUID(task.params["file_id"])
 
 
-# COPY reads a batch's lines in pieces of about this size: never the whole batch joined into one buffer
-# (up to UPLOAD_BATCH_BYTES, allocated and freed for every batch), and a stop request reaches the thread
-# between pieces, while the batch is still being sent.
+# COPY reads a batch's data in pieces of about this size: a stop request reaches the thread between pieces,
+# while the batch is still being sent.
 _COPY_READ_BYTES = 256 * 1024
-
-
-class _LinesReader:
-    """A file-like object that COPY reads a batch's encoded lines from, about `size` bytes a call."""
-
-    def __init__(self, lines: list[bytes]) -> None:
-        self._lines = lines
-        self._next = 0
-
-    def read(self, size: int = -1) -> bytes:
-        lines, start = self._lines, self._next
-        end, taken = start, 0
-        while end < len(lines) and (size < 0 or taken < size):
-            taken += len(lines[end])
-            end += 1
-        self._next = end
-        return b"".join(lines[start:end])
 
 
 @dataclass(frozen=True)
@@ -176,7 +158,7 @@ class UploadJob:
     def write(self, cur, task: Task, planned: PlannedBatch) -> tuple[PlannedBatch, int]:
         """COPY the batch's rows; returns the batch and how many rows were inserted."""
         cur.execute("SET LOCAL synchronous_commit = off; SET LOCAL TimeZone = 'UTC'")
-        return planned, (self._insert(cur, task, planned.parsed) if planned.parsed.lines else 0)
+        return planned, (self._insert(cur, task, planned.parsed) if planned.parsed.ids else 0)
 
     def settle(self, cur, task: Task, checkpoint: dict[str, Any], written: tuple[PlannedBatch, int]) -> Batch:
         planned, inserted = written
@@ -192,7 +174,7 @@ class UploadJob:
             "line": parsed.end_line,
             "rows_inserted": checkpoint["rows_inserted"] + inserted,
             "rows_skipped_duplicate": (checkpoint["rows_skipped_duplicate"] + parsed.repeated_in_batch
-                                       + len(parsed.lines) - inserted),
+                                       + len(parsed.ids) - inserted),
             "rows_rejected": checkpoint["rows_rejected"] + parsed.rejected,
             "rejections": rejections,
         }
@@ -204,7 +186,7 @@ class UploadJob:
             result["sha256"] = task.params.get("sha256")
         return Batch(checkpoint=new, done=parsed.end_offset, total=task.params["size_bytes"],
                      finished=parsed.finished, result=result,
-                     rows=len(parsed.lines) + parsed.repeated_in_batch + parsed.rejected,
+                     rows=len(parsed.ids) + parsed.repeated_in_batch + parsed.rejected,
                      bytes=parsed.end_offset - parsed.start_offset)
 
     def _insert(self, cur, task: Task, parsed: ParsedBatch) -> int:
@@ -214,15 +196,15 @@ class UploadJob:
         the batch go again through a staging table and INSERT ... ON CONFLICT DO NOTHING."""
         cur.execute("SAVEPOINT upload_copy")
         try:
-            cur.copy_expert(_COPY_RESPONSES, _LinesReader(parsed.lines), size=_COPY_READ_BYTES)
+            cur.copy_expert(_COPY_RESPONSES, io.BytesIO(parsed.data), size=_COPY_READ_BYTES)
         except psycopg2.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT upload_copy")
             cur.execute(_CREATE_STAGING)
-            cur.copy_expert(_COPY_STAGING, _LinesReader(parsed.lines), size=_COPY_READ_BYTES)
+            cur.copy_expert(_COPY_STAGING, io.BytesIO(parsed.data), size=_COPY_READ_BYTES)
             cur.execute(_INSERT_FROM_STAGING)
             return cur.rowcount
         cur.execute("RELEASE SAVEPOINT upload_copy")
-        return len(parsed.lines)
+        return len(parsed.ids)
 
     def rollback(self, cur, task: Task) -> None:
         cur.execute(_DELETE_INSERTED, (task.organization_id, task.id))
