@@ -45,13 +45,16 @@ class ParsedBatch:
     end_line: int = 0
     ids: list[str] = field(default_factory=list)
     data: bytes = b""
-    size: int = 0
     repeated_in_batch: int = 0
     rejected: int = 0
     rejections: list[dict[str, Any]] = field(default_factory=list)
     # Forms that got answers to questions they had none for yet in this run: those questions, in order.
     questions_seen: dict[str, list[str]] = field(default_factory=dict)
     finished: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
 
     @property
     def lines(self) -> list[bytes]:
@@ -113,12 +116,15 @@ class _Unanswered(dict[str, set[int]]):
 _MARK = {True: "t\n", False: "f\n"}
 
 
-def _in_submission_order(lines: list[bytes], moments: list[float]) -> list[bytes]:
-    """The batch's rows ordered by submission time, so that they are stored together on disk as exports
-    and time-range reads find them: an export page then reads runs of neighbouring heap pages instead of one
-    page per row. (A batch already in submission order costs one pass.)"""
+def _in_submission_order(lines: list[bytes], moments: list[float]) -> bytes:
+    """The batch's lines ordered by submission time and joined (`lines` is emptied), so that its rows are
+    stored together on disk as exports and time-range reads find them: an export page then reads runs of
+    neighbouring heap pages instead of one page per row. (A batch already in submission order costs one
+    pass.)"""
     order = sorted(range(len(lines)), key=moments.__getitem__)
-    return [lines[i] for i in order]
+    data = b"".join([lines[i] for i in order])
+    lines.clear()
+    return data
 
 
 def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organization_id, task_id,
@@ -178,9 +184,7 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
             batch.finished = True
         for form_id, positions in newly_answered.items():
             batch.questions_seen[form_id] = [name for i, name in header.questions if i in positions]
-        batch.size = size
-        batch.data = b"".join(_in_submission_order(lines, moments))
-        del lines
+        batch.data = _in_submission_order(lines, moments)
         batch.end_offset, batch.end_line = stream.offset, stream.line
         rows_limit = limits.rows
         yield batch
