@@ -116,10 +116,12 @@ def test_two_schedulers_sweeping_at_once_have_no_double_effect(rt, fault_client,
                                env={**os.environ, "BROKER_NAMESPACE": namespace}, text=True) for _ in range(2)]
     outputs = [proc.communicate(timeout=60)[0] for proc in sweeps]
     assert all(proc.returncode == 0 for proc in sweeps), outputs
-    # Then each overdue pause and each old failure was revoked by exactly one of them
+    # Then each overdue pause and each old failure was revoked by exactly one of them (the sweeps' own counts
+    # may include another test's task whose pause ran out in the same database meanwhile: the events of
+    # this test's tasks are the exact check)
     summaries = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
-    assert sum(s["pauses_expired"] for s in summaries) == 10, summaries
-    assert sum(s["failures_expired"] for s in summaries) == 10, summaries
+    assert sum(s["pauses_expired"] for s in summaries) >= 10, summaries
+    assert sum(s["failures_expired"] for s in summaries) >= 10, summaries
     with rt.db.transaction() as cur:
         cur.execute("""SELECT task_id, count(*) AS n FROM task_events WHERE to_state = 'revoking'
                        AND task_id = ANY(%s::uuid[]) GROUP BY task_id""", (paused + failed,))
