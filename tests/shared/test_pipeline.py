@@ -106,6 +106,23 @@ def rows_of(rt, task) -> list[int]:
         return [row["batch"] for row in cur.fetchall()]
 
 
+def start_running(rt, job, task) -> tuple[threading.Thread, dict]:
+    """Run the task in a thread of its own; the dict gets the state the run left it in."""
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.setdefault(
+        "state", BatchRunner(rt.db, rt.broker, rt.settings).run(job, task.id)))
+    runner.start()
+    return runner, outcome
+
+
+def paused_at_once(rt, task, runner: threading.Thread, outcome: dict) -> bool:
+    """Pause the task; whether its run then ended in `paused` within 10 s."""
+    started = time.monotonic()
+    TaskControl(rt.db, rt.broker, rt.settings).pause(task.organization_id, task.id, "test")
+    runner.join(30)
+    return not runner.is_alive() and time.monotonic() - started < 10 and outcome["state"] is t.TaskState.PAUSED
+
+
 def stored(rt, task) -> t.Task:
     with rt.db.transaction() as cur:
         return t.get_task(cur, task.id)
@@ -194,20 +211,11 @@ def test_a_pause_cancels_every_batch_in_flight(rt, worker, written):
             cur.execute("SELECT pg_sleep(60)")
 
     job = CountingJob(before_write)
-    outcome = {}
-    runner = threading.Thread(target=lambda: outcome.setdefault(
-        "state", BatchRunner(rt.db, rt.broker, rt.settings).run(job, task.id)))
-    runner.start()
+    runner, outcome = start_running(rt, job, task)
     wait_for(lambda: len(job.writing) == 2, timeout=20)
-    started = time.monotonic()
-    # When it is paused
-    TaskControl(rt.db, rt.broker, rt.settings).pause(task.organization_id, task.id, "test")
-    runner.join(30)
-    # Then both batches in flight are cancelled at once: paused after batch 0, nothing of batches 1 and 2
-    # stored, and no connection of the run left behind
-    assert not runner.is_alive()
-    assert time.monotonic() - started < 10
-    assert outcome["state"] is t.TaskState.PAUSED
+    # When it is paused, then both batches in flight are cancelled at once: paused after batch 0, nothing
+    # of batches 1 and 2 stored, and no connection of the run left behind
+    assert paused_at_once(rt, task, runner, outcome)
     paused = stored(rt, task)
     assert paused.checkpoint == {"next": 1, "written": 1}
     assert rows_of(rt, task) == [0]
@@ -231,20 +239,12 @@ def test_a_pause_while_the_next_batch_is_being_planned_is_answered_at_once(rt, w
                 time.sleep(0.05)
 
     job = CountingJob(before_plan=before_plan)
-    outcome = {}
-    runner = threading.Thread(target=lambda: outcome.setdefault(
-        "state", BatchRunner(rt.db, rt.broker, rt.settings).run(job, task.id)))
-    runner.start()
+    runner, outcome = start_running(rt, job, task)
     assert planning.wait(20)
     wait_for(lambda: not job.writing, timeout=20)
-    started = time.monotonic()
-    # When it is paused
-    TaskControl(rt.db, rt.broker, rt.settings).pause(task.organization_id, task.id, "test")
-    runner.join(30)
-    # Then the planning is interrupted: the task pauses at once, at the last batch committed
-    assert not runner.is_alive()
-    assert time.monotonic() - started < 10
-    assert outcome["state"] is t.TaskState.PAUSED
+    # When it is paused, then the planning is interrupted: the task pauses at once, at the last batch
+    # committed
+    assert paused_at_once(rt, task, runner, outcome)
     assert rows_of(rt, task) == [0, 1, 2]
     assert stored(rt, task).checkpoint == {"next": 3, "written": 3}
 
