@@ -124,10 +124,11 @@ class PageReader:
             raise
         try:
             with conn.cursor() as cur:
-                cur.execute(self._settings)
                 try:
+                    cur.execute(self._settings)  # the first statement: where a dead connection shows
                     upto = probe(cur, after)
                 except BaseException as exc:
+                    # The next page waits for this one's end: it must learn that there will be none.
                     pending.end.set_exception(exc)
                     raise
                 pending.end.set_result(_NO_MORE if upto is None else upto)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 import uuid
 from datetime import UTC, datetime
 
+import psycopg2
 import pytest
 
 from scripts.sample_data import csv_bytes
@@ -41,10 +43,12 @@ def export_task(rt, organization_id: uuid.UUID):
         return get_task(cur, task.id, None)
 
 
-def run_export(rt, task, job: ExportJob, stop_after: int | None = None) -> tuple[bytes, list[int]]:
-    """Run the job's batches as the batch runner does (a transaction each); returns the file's bytes and the
-    rows of each batch. With `stop_after`, the run ends after that many batches and a new job resumes."""
-    checkpoint, rows, batches = None, [], 0
+def run_export(rt, task, job: ExportJob, stop_after: int | None = None,
+               checkpoint: dict | None = None) -> tuple[bytes, list[int]]:
+    """Run the job's batches as the batch runner does (a transaction each), from `checkpoint`; returns the
+    file's bytes and the rows of each batch. With `stop_after`, the run ends after that many batches and a
+    new job resumes."""
+    rows, batches = [], 0
     while True:
         with rt.db.transaction() as cur:
             batch = job.run_batch(cur, task, checkpoint)
@@ -95,3 +99,51 @@ def test_closing_a_run_stops_its_readers_and_closes_their_connections(rt, organi
 
     # (a backend leaves pg_stat_activity a moment after its client hung up)
     wait_for(lambda: backends_left() == 0, timeout=5)
+
+
+def within(seconds: float, call):
+    """call()'s result or exception, or AssertionError if it has not returned within `seconds` (it is left
+    running in a daemon thread: a hang shows as a failure, not as a stuck test run)."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except BaseException as exc:  # noqa: BLE001  (handed to the caller)
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{call} did not return within {seconds}s"
+    return outcome
+
+
+def test_reader_connections_killed_between_pages_fail_the_batch_and_close_without_hanging(rt, organization):
+    # Given a run that has read its first page, with the next pages read ahead and their connections idle
+    undisturbed, _ = run_export(rt, export_task(rt, organization), ExportJob(rt.db, 50, parallel=1))
+    task = export_task(rt, organization)
+    job = ExportJob(rt.db, 50, parallel=3)
+    with rt.db.transaction() as cur:
+        batch = job.run_batch(cur, task, None)
+    checkpoint = batch.checkpoint
+    wait_for(lambda: job._pages._idle.qsize() == len(job._pages._opened) == 3, timeout=10)
+    # When their backends are terminated
+    with rt.db.transaction() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY(%s)",
+                    ([conn.info.backend_pid for conn in job._pages._opened],))
+
+    def next_batches():
+        nonlocal checkpoint
+        while True:  # the pages read before the kill are good; the first one read after it fails
+            with rt.db.transaction() as cur:
+                checkpoint = job.run_batch(cur, task, checkpoint).checkpoint
+
+    # Then the batch that needs a page read on a dead connection fails with the lost connection, at once
+    failed = within(10, next_batches)
+    assert isinstance(failed.get("error"), psycopg2.OperationalError), failed
+    # And the run closes without waiting for pages that can never be read
+    assert "error" not in within(10, job.close)
+    # And a new run goes on from the last checkpoint to the same bytes as a run nothing disturbed
+    resumed, _ = run_export(rt, task, ExportJob(rt.db, 50, parallel=3), checkpoint=checkpoint)
+    assert resumed == undisturbed
