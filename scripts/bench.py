@@ -215,9 +215,9 @@ def control_rows(bench: Bench, sizes: Sizes) -> list[Row]:
     ]
 
 
-def hammer(port: int, path: str, key: str, clients: int, seconds: float) -> tuple[float, float]:
-    """`clients` threads GET `path` on keep-alive connections for `seconds`; returns (req/s, p99 in ms) of
-    the 200 answers (any other answer is an error)."""
+def hammer(port: int, path: str, key: str, clients: int, seconds: float) -> tuple[list[float], float]:
+    """`clients` threads GET `path` on keep-alive connections for `seconds`; returns the latencies of the
+    200 answers (any other answer is an error) and the seconds it took."""
     latencies: list[float] = []
     errors: list[str] = []
     deadline = time.perf_counter() + seconds
@@ -244,22 +244,36 @@ def hammer(port: int, path: str, key: str, clients: int, seconds: float) -> tupl
         thread.join()
     if errors:
         raise RuntimeError(f"{path} answered {errors[:3]}")
-    return len(latencies) / (time.perf_counter() - started), p99(latencies) * 1000
+    return latencies, time.perf_counter() - started
+
+
+# Ours and the limit app take turns of this many seconds, so that both meet the same phases of the upload.
+TURN_SECONDS = 0.5
 
 
 def request_row(bench: Bench, sizes: Sizes) -> list[Row]:
     """Row 7: GET /api/tasks/{id}/ req/s with 32 clients while an upload of `sizes.rows` runs, against the
-    limit app under the same load (the same upload still running)."""
+    limit app under the same load: the two take turns while the upload runs (up to `load_seconds` each)."""
     bench.reset()
     path = bench.csv_file(sizes.rows)
     with bench.stack() as stack, bench.limit_app() as limit_port:
         key = bench.api_key()
         task_id = stack.post_file(key, path)
         stack.wait(key, task_id, "running", interval=0.01)
-        ours, ours_p99 = hammer(stack.port, f"/api/tasks/{task_id}/", key, sizes.clients, sizes.load_seconds)
-        limit, _ = hammer(limit_port, f"/tasks/{task_id}", key, sizes.clients, sizes.load_seconds)
-        still = stack.task(key, task_id)["state"]
-    note = f"p99 {ours_p99:.0f} ms" + ("" if still == "running" else f"; the upload was {still} by the end")
+        targets = {"ours": (stack.port, f"/api/tasks/{task_id}/"), "limit": (limit_port, f"/tasks/{task_id}")}
+        latencies: dict[str, list[float]] = {name: [] for name in targets}
+        seconds = dict.fromkeys(targets, 0.0)
+        while seconds["ours"] < sizes.load_seconds and stack.task(key, task_id)["state"] == "running":
+            for name, (port, target) in targets.items():
+                answered, took = hammer(port, target, key, sizes.clients, TURN_SECONDS)
+                latencies[name] += answered
+                seconds[name] += took
+    if not latencies["ours"]:
+        raise RuntimeError("the upload ended before the first turn: nothing was measured")
+    ours, limit = (len(latencies[name]) / seconds[name] for name in targets)
+    ours_p99 = p99(latencies["ours"]) * 1000
+    note = (f"p99 {ours_p99:.0f} ms, the limit app's {p99(latencies['limit']) * 1000:.0f} ms; "
+            f"{seconds['ours']:.1f} s each, in turns of {TURN_SECONDS} s")
     return [Row(f"GET /api/tasks/{{id}}/ req/s, {sizes.clients} clients, upload running / limit app", ours,
                 "req/s", limit, ">= 0.7, p99 < 50 ms", ours / limit >= 0.7 and ours_p99 < 50, note)]
 

@@ -185,12 +185,18 @@ def create_task(
 
 
 def get_task(cur, task_id: uuid.UUID, organization_id: uuid.UUID | None = None) -> Task:
-    """The task; raises TaskNotFound when it does not exist or belongs to another organization."""
-    cur.execute(
-        f"SELECT *, {QUEUE_POSITION} FROM tasks t WHERE id = %s AND (%s::uuid IS NULL OR organization_id = %s::uuid)",
-        (task_id, organization_id, organization_id),
-    )
+    """The task; raises TaskNotFound when it does not exist or belongs to another organization.
+
+    The task is read without its queue position first: the subquery costs more to plan than the read
+    itself, and only a queued task has one. A queued task is read again with it, in one statement, so that
+    the state and the position shown agree (each statement has its own snapshot under `Database.reading`)."""
+    owned = "" if organization_id is None else " AND organization_id = %s"
+    params = (task_id,) if organization_id is None else (task_id, organization_id)
+    cur.execute(f"SELECT * FROM tasks WHERE id = %s{owned}", params)
     row = cur.fetchone()
+    if row is not None and row["state"] == TaskState.QUEUED.value:
+        cur.execute(f"SELECT *, {QUEUE_POSITION} FROM tasks t WHERE id = %s{owned}", params)
+        row = cur.fetchone()
     if row is None:
         raise TaskNotFound(task_id)
     return Task.from_row(row)

@@ -13,9 +13,9 @@ import select
 import time
 import uuid
 
-import psycopg2.extras
 from psycopg2 import sql
 
+from shared.db import DictCursor
 from shared.task_states import TaskState
 from shared.tasks.model import Task, get_task
 from shared.tasks.transitions import CHANGES_CHANNEL
@@ -34,7 +34,7 @@ def wait_for_change(db, task_id: uuid.UUID, organization_id: uuid.UUID | None, t
     deadline = time.monotonic() + timeout
     with db.dedicated_connection() as conn:
         conn.autocommit = True
-        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        with conn.cursor(cursor_factory=DictCursor) as cur:
             # Listening before the first read: a change committed in between is announced, not missed.
             cur.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANGES_CHANNEL)))
             while True:

@@ -56,3 +56,19 @@ def test_reading_a_task_costs_the_gateway_two_statements_outside_any_transaction
     # The key's check and the task's read: each a statement of its own, with no BEGIN or COMMIT around it
     assert len(CountingConnection.statements) == 2
     assert CountingConnection.in_autocommit == [True, True]
+
+
+def test_rows_are_dicts_keyed_by_column_name_however_they_are_fetched(rt):
+    statement = "SELECT n, n * 2 AS double FROM generate_series(1, 3) AS n ORDER BY n"
+    expected = [{"n": n, "double": n * 2} for n in (1, 2, 3)]
+    with rt.db.reading() as cur:
+        cur.execute(statement)
+        assert cur.fetchone() == expected[0]
+        assert cur.fetchmany(1) == expected[1:2]
+        assert cur.fetchall() == expected[2:]
+        assert cur.fetchone() is None
+        cur.execute(statement)
+        assert list(cur) == expected
+    with rt.db.transaction() as cur:
+        cur.execute(statement)
+        assert [type(row) for row in cur.fetchall()] == [dict] * 3
