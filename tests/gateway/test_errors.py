@@ -90,6 +90,29 @@ def test_missing_or_bad_key_is_a_401_problem(client):
     assert_problem(client.simulate_get("/api/tasks/", headers={"Authorization": "Basic abc"}), 401)
 
 
+def test_a_status_poll_refuses_missing_unknown_and_revoked_keys_and_hides_other_organizations_tasks(client, api_key, rt):
+    # Given a task of the key's organization
+    task_id = upload(client, api_key, b"response_id,form_id,submitted_at\n").json["task_id"]
+    path = f"/api/tasks/{task_id}/"
+    assert client.simulate_get(path, headers=auth(api_key)).status_code == 200
+    # A missing, malformed or unknown key is a 401 that names the problem, whether the task exists or not
+    assert_problem(client.simulate_get(path), 401)
+    assert_problem(client.simulate_get(path, headers={"Authorization": "Basic abc"}), 401)
+    for unknown in (path, f"/api/tasks/{uuid.uuid4()}/"):
+        result = client.simulate_get(unknown, headers=auth("ck_not-a-key"))
+        assert assert_problem(result, 401)["detail"] == "the API key is not valid"
+        assert result.headers["www-authenticate"].startswith("Bearer")
+    # Another organization's key sees no such task
+    with rt.db.transaction() as cur:
+        other = orgs.create_api_key(cur, f"other-{uuid.uuid4()}")
+    assert_problem(client.simulate_get(path, headers=auth(other)), 404)
+    # And a revoked key is refused at once
+    with rt.db.transaction() as cur:
+        cur.execute("UPDATE api_keys SET revoked_at = now() WHERE organization_id = "
+                    "(SELECT organization_id FROM tasks WHERE id = %s)", (task_id,))
+    assert_problem(client.simulate_get(path, headers=auth(api_key)), 401)
+
+
 def test_upload_errors_are_413_415_422_problems(rt, api_key, client):
     small_settings = dataclasses.replace(rt.settings, max_upload_bytes=100)
     small = testing.TestClient(create_app(rt.db, rt.broker, small_settings))
