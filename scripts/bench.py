@@ -11,7 +11,8 @@ on --port (BENCH_DATABASE names another database). Baselines, as the issue fixes
 - export: `psql \\copy (SELECT the CSV's columns FROM flat WHERE submitted_at in range ORDER BY submitted_at,
   response_id) TO file WITH (FORMAT csv, HEADER)` over the same rows;
 - requests: a minimal Falcon app (scripts/bench_limit_app.py) under the gateway's gunicorn settings, one
-  indexed primary-key SELECT per request from the same pool, under the same load.
+  indexed primary-key SELECT per request from the same pool, under the same load: the gateway and the limit
+  app take turns of half a second while the same upload runs.
 --quick (100k rows, one round, small scale rows) is the CI smoke test: it prints the table without pass/fail.
 """
 
