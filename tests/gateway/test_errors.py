@@ -90,7 +90,7 @@ def test_missing_or_bad_key_is_a_401_problem(client):
     assert_problem(client.simulate_get("/api/tasks/", headers={"Authorization": "Basic abc"}), 401)
 
 
-def test_a_status_poll_refuses_missing_unknown_and_revoked_keys_and_hides_other_organizations_tasks(client, api_key, rt):
+def test_a_status_poll_refuses_missing_unknown_and_revoked_keys_and_hides_other_orgs_tasks(client, api_key, rt):
     # Given a task of the key's organization
     task_id = upload(client, api_key, b"response_id,form_id,submitted_at\n").json["task_id"]
     path = f"/api/tasks/{task_id}/"
