@@ -14,27 +14,35 @@ _DONE = object()
 
 
 class ReadAhead(Generic[T]):
+    """At most `depth` items made and not yet taken, the one being made included: memory is bounded by what
+    the consumer has not caught up with, not by how far the producer could run ahead (a batch queued and
+    the next one half parsed behind it would be two)."""
+
     def __init__(self, source: Iterator[T], depth: int = 2) -> None:
         self._source = source
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._room = threading.Semaphore(depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="read-ahead", daemon=True)
         self._thread.start()
 
     def _produce(self) -> None:
         try:
-            for item in self._source:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+            source = iter(self._source)
+            while self._wait_for_room():
+                item = next(source, _DONE)
+                self._queue.put((item, None))
+                if item is _DONE:
                     return
-            self._queue.put((_DONE, None))
         except BaseException as exc:  # handed to the consumer, which re-raises it
             self._queue.put((_DONE, exc))
+
+    def _wait_for_room(self) -> bool:
+        """True once one more item may be made; False once the reader is closed."""
+        while not self._stop.is_set():
+            if self._room.acquire(timeout=0.1):
+                return True
+        return False
 
     def __iter__(self) -> ReadAhead[T]:
         return self
@@ -52,6 +60,7 @@ class ReadAhead(Generic[T]):
         if item is _DONE:
             self._queue.put((_DONE, None))
             raise StopIteration
+        self._room.release()
         return item
 
     def close(self) -> None:

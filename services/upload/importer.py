@@ -136,7 +136,7 @@ class UploadJob:
                                task.organization_id, task.id, checkpoint["layout_id"],
                                first_rows=max(1, self.limits.rows // FIRST_BATCH_FRACTION) if resumed else None,
                                stopped=self._closing.is_set)
-        self._batches = ReadAhead(source, depth=2)
+        self._batches = ReadAhead(source, depth=1)
         return next(self._batches)
 
     def run_batch(self, cur, task: Task, checkpoint: dict[str, Any] | None) -> Batch:
