@@ -6,11 +6,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
-from services.upload.csv_format import CsvStream, Header, parse_response_id, parse_submitted_at, timestamp_for_copy
-from shared.formula_cells import may_hold_formula
+from services.upload.csv_format import (
+    PLAIN_TIMESTAMP,
+    UUID_TEXT,
+    CsvStream,
+    Header,
+    parse_response_id,
+    parse_submitted_at,
+    timestamp_for_copy,
+)
+from shared.formula_cells import FIRST_CHARACTERS, answers_may_hold_formula
 
 MAX_REJECTIONS_KEPT = 100
 
@@ -92,28 +101,38 @@ def _checked(row: list[str] | str, width: int, rid: int, fid: int, sat: int
     return None, response_id, form_id, submitted_at
 
 
-class _Unanswered(dict[str, set[int]]):
-    """Per form, the question positions no row of it has answered yet; forgotten whole when remembering it
-    would cost more than _FORM_TRACKING_BYTES (about 300 bytes a form and 40 a question)."""
+class _Unanswered(dict[str, tuple[tuple[int, ...], Any]]):
+    """Per form, the question positions no row of it has answered yet, with an itemgetter of those cells (a
+    row answers none of them, the common case, when all it gets are empty); forgotten whole when remembering
+    it would cost more than _FORM_TRACKING_BYTES (about 300 bytes a form and 40 a question)."""
 
     def __init__(self, question_index: list[int]) -> None:
         super().__init__()
-        self._questions = question_index
+        self._questions = tuple(question_index)
         self._cost = 300 + 40 * len(question_index)
         self._tracked = 0
 
-    def start(self, form_id: str) -> set[int]:
+    def answered_by(self, form_id: str, row: list[str]) -> list[int]:
+        """The positions of the form's questions that had no answer until this row."""
+        waiting, cells = self.get(form_id) or self._start(form_id)
+        if not waiting or not any(cells(row)):
+            return []
+        self[form_id] = self._waiting([i for i in waiting if not row[i]])
+        return [i for i in waiting if row[i]]
+
+    def _start(self, form_id: str) -> tuple[tuple[int, ...], Any]:
         """Start remembering a form not seen yet: none of its questions answered."""
         if self._tracked + self._cost > _FORM_TRACKING_BYTES:
             self.clear()
             self._tracked = 0
         self._tracked += self._cost
-        waiting = self[form_id] = set(self._questions)
-        return waiting
+        entry = self[form_id] = self._waiting(self._questions)
+        return entry
 
-
-# The may_hold_formula column's COPY text, and the line's end.
-_MARK = {True: "t\n", False: "f\n"}
+    @staticmethod
+    def _waiting(positions) -> tuple[tuple[int, ...], Any]:
+        # The first position twice, so that the getter returns a tuple even for one position.
+        return tuple(positions), (itemgetter(positions[0], *positions) if positions else None)
 
 
 def _in_submission_order(lines: list[bytes], moments: list[float]) -> bytes:
@@ -133,17 +152,12 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
     """Cut the stream into batches of `limits.rows` records (valid or not; the first batch `first_rows`
     when given), or fewer whose COPY data reaches `limits.bytes` bytes. Each row's answers follow `header`'s
     question order (its layout). Ends, mid-batch and without yielding it, soon after `stopped()` is true."""
-    rid, fid, sat = header.response_id, header.form_id, header.submitted_at
-    question_index = [i for i, _ in header.questions]
-    width = len(header.columns)
-    prefix, suffix = f"{organization_id}\t", f"\t{layout_id}\t{task_id}\t"
+    encoder = _RowEncoder(header, f"{organization_id}\t", f"\t{layout_id}\t{task_id}\t")
     records = stream.records()
-    unanswered = _Unanswered(question_index)
     rows_limit = first_rows or limits.rows
     while True:
         batch = ParsedBatch(start_offset=stream.offset)
         seen_ids: set[str] = set()
-        newly_answered: dict[str, set[int]] = {}
         moments: list[float] = []
         lines: list[bytes] = []
         count = size = 0
@@ -153,43 +167,118 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
                 return
             if not row and not isinstance(row, str):  # a blank line (an unreadable record is a str reason)
                 continue
-            reason, response_id, form_id, submitted_at = _checked(row, width, rid, fid, sat)
             count += 1
-            if reason is not None:
+            encoded = encoder.encode(row) if not isinstance(row, str) else None
+            if encoded is None:
                 batch.rejected += 1
                 if len(batch.rejections) < MAX_REJECTIONS_KEPT:
-                    batch.rejections.append({"line": line, "reason": reason})
-            elif response_id in seen_ids:
+                    batch.rejections.append({"line": line, "reason": encoder.reason(row)})
+            elif encoded[0] in seen_ids:
                 batch.repeated_in_batch += 1
             else:
+                response_id, moment, data = encoded
                 seen_ids.add(response_id)
-                waiting = unanswered.get(form_id)
-                if waiting is None and question_index:
-                    waiting = unanswered.start(form_id)
-                if waiting:
-                    answered = {i for i in waiting if row[i]}
-                    if answered:
-                        waiting -= answered
-                        newly_answered.setdefault(form_id, set()).update(answered)
-                answers = answers_array([row[i] for i in question_index])
-                encoded = (f"{prefix}{response_id}\t{_copy_text(form_id)}\t{timestamp_for_copy(row[sat], submitted_at)}"
-                           f"\t{_copy_text(answers)}{suffix}{_MARK[may_hold_formula(form_id, answers)]}").encode()
+                encoder.note_answers()
                 batch.ids.append(response_id)
-                lines.append(encoded)
-                moments.append(submitted_at.timestamp())
-                size += len(encoded)
+                lines.append(data)
+                moments.append(moment)
+                size += len(data)
             if count >= rows_limit or size >= limits.bytes:
                 break
         else:
             batch.finished = True
-        for form_id, positions in newly_answered.items():
-            batch.questions_seen[form_id] = [name for i, name in header.questions if i in positions]
+        batch.questions_seen = encoder.take_questions_seen()
         batch.data = _in_submission_order(lines, moments)
         batch.end_offset, batch.end_line = stream.offset, stream.line
         rows_limit = limits.rows
         yield batch
         if batch.finished:
             return
+
+
+# How many distinct form id cells _RowEncoder keeps the encoding of (a file may name a new form on every row).
+_FORMS_REMEMBERED = 4096
+
+
+class _RowEncoder:
+    """Checks a record and encodes it as a COPY line of `responses`. Per row only what differs from row to row
+    is worked out: a form id cell's encoding is remembered, and a record is first tried in the forms nearly
+    every file uses (a canonical UUID, a plain ISO-8601 time), the general parsers taking the rest."""
+
+    def __init__(self, header: Header, prefix: str, suffix: str) -> None:
+        self._width = len(header.columns)
+        self._rid, self._fid, self._sat = header.response_id, header.form_id, header.submitted_at
+        self._header = header
+        positions = [i for i, _ in header.questions]
+        self._positions = positions
+        self._answers = itemgetter(*positions) if len(positions) > 1 else (lambda row: [row[i] for i in positions])
+        self._prefix, self._suffix = prefix, suffix
+        self._forms: dict[str, tuple[str, str, bool]] = {}
+        self._unanswered = _Unanswered(positions)
+        self._newly_answered: dict[str, set[int]] = {}
+        self._last: tuple[str, list[str]] = ("", [])
+
+    def encode(self, row: list[str]) -> tuple[str, float, bytes] | None:
+        """(response id, submission time as a sort key, COPY line), or None when the row cannot be imported."""
+        if len(row) != self._width:
+            return None
+        response_id = row[self._rid]
+        response_id = response_id.lower() if _CANONICAL_UUID(response_id) else parse_response_id(response_id)
+        form = self._forms.get(row[self._fid]) or self._form(row[self._fid])
+        text = row[self._sat]
+        if _PLAIN_TIMESTAMP(text):
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                return None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+        else:
+            moment = parse_submitted_at(text)
+            if moment is None:
+                return None
+            text = timestamp_for_copy(text, moment)
+        if response_id is None or form is None:
+            return None
+        self._last = form[0], row
+        answers = answers_array(self._answers(row))
+        marked = form[2] or answers_may_hold_formula(answers)
+        line = (f"{self._prefix}{response_id}\t{form[1]}\t{text}\t{_copy_text(answers)}{self._suffix}"
+                f"{'t' if marked else 'f'}\n")
+        return response_id, moment.timestamp(), line.encode()
+
+    def _form(self, cell: str) -> tuple[str, str, bool] | None:
+        form_id = cell.strip()
+        if not form_id:
+            return None
+        if len(self._forms) >= _FORMS_REMEMBERED:
+            self._forms.clear()
+        form = self._forms[cell] = (form_id, _copy_text(form_id), form_id[0] in FIRST_CHARACTERS)
+        return form
+
+    def reason(self, row: list[str] | str) -> str:
+        """Why a record encode() refused cannot be imported."""
+        return _checked(row, self._width, self._rid, self._fid, self._sat)[0] or "the row cannot be imported"
+
+    def note_answers(self) -> None:
+        """Remember which questions the form of the row encoded last has now had answered (see
+        take_questions_seen)."""
+        form_id, row = self._last
+        answered = self._unanswered.answered_by(form_id, row)
+        if answered:
+            self._newly_answered.setdefault(form_id, set()).update(answered)
+
+    def take_questions_seen(self) -> dict[str, list[str]]:
+        """The forms that got answers to questions they had none for yet since the last call: those questions,
+        in the file's order."""
+        seen = {form_id: [name for i, name in self._header.questions if i in positions]
+                for form_id, positions in self._newly_answered.items()}
+        self._newly_answered = {}
+        return seen
+
+
+_CANONICAL_UUID = UUID_TEXT.fullmatch
+_PLAIN_TIMESTAMP = PLAIN_TIMESTAMP.fullmatch
 
 
 @dataclass(frozen=True)

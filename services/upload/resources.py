@@ -12,6 +12,9 @@ from shared import storage
 
 # Allowance for the multipart envelope around the file when checking Content-Length up front.
 MULTIPART_OVERHEAD = 64 * 1024
+# The request body is read a MiB at a time (falcon's default, 32 KiB, made gunicorn copy what it had read ahead
+# on every read: a fifth of the time to store a large upload).
+BODY_READ_BYTES = 1024 * 1024
 
 
 class UploadResource:
@@ -87,7 +90,8 @@ class UploadResource:
         body = RequestBody(req.bounded_stream if length is not None else req.stream, content_length=length,
                            limit=limit + MULTIPART_OVERHEAD, digests=digests, too_large=self._too_large)
         # The stream ends at Content-Length, or (chunked) one byte past the cap, which RequestBody refuses.
-        stream = falcon.BufferedReader(body.read, length if length is not None else limit + MULTIPART_OVERHEAD + 1)
+        stream = falcon.BufferedReader(body.read, length if length is not None else limit + MULTIPART_OVERHEAD + 1,
+                                        chunk_size=BODY_READ_BYTES)
         try:
             form = self._multipart.deserialize(stream, req.content_type, length)
             task = store_upload(self.db, req.context.caller, form, body, stream, limit)
