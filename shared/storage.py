@@ -11,6 +11,8 @@ import struct
 import uuid
 from collections.abc import Iterator
 
+from psycopg2 import sql
+
 CHUNK_BYTES = 1024 * 1024
 
 
@@ -209,19 +211,38 @@ def iter_chunks(db, file_id: uuid.UUID, offset: int = 0) -> Iterator[bytes]:
     seq, within = divmod(offset, CHUNK_BYTES)
     while True:
         with db.transaction() as cur:
-            cur.execute(
-                "SELECT data FROM stored_file_chunks WHERE file_id = %s AND seq = %s", (file_id, seq)
-            )
-            row = cur.fetchone()
-        if row is None:
+            data = _chunk(cur, file_id, seq)
+        if data is None:
             return
-        data = bytes(row["data"])
         if within:
             data = data[within:]
             within = 0
         if data:
             yield data
         seq += 1
+
+
+# A chunk is read with a binary COPY: a SELECT's bytea comes hex-encoded, which costs the server and the
+# reader three times the CPU (and the upload's reader thread a tenth of its time).
+_COPY_CHUNK_OUT = "COPY (SELECT data FROM stored_file_chunks WHERE file_id = {} AND seq = {}) TO STDOUT (FORMAT binary)"
+_FIELD_COUNT, _FIELD_SIZE = struct.Struct("!h"), struct.Struct("!i")
+
+
+def _chunk(cur, file_id: uuid.UUID, seq: int) -> bytes | None:
+    """Chunk `seq` of the file, or None when it has none."""
+    out = io.BytesIO()
+    cur.copy_expert(sql.SQL(_COPY_CHUNK_OUT).format(sql.Literal(str(file_id)), sql.Literal(seq)), out)
+    view = out.getbuffer()
+    if bytes(view[:len(_PGCOPY_HEADER)]) != _PGCOPY_HEADER:
+        raise ValueError("unexpected COPY header reading a stored file chunk")
+    position = len(_PGCOPY_HEADER)
+    if _FIELD_COUNT.unpack_from(view, position)[0] == -1:  # the trailer straight after the header: no chunk
+        return None
+    size = _FIELD_SIZE.unpack_from(view, position + _FIELD_COUNT.size)[0]
+    start = position + _FIELD_COUNT.size + _FIELD_SIZE.size
+    data = bytes(view[start:start + size])
+    view.release()
+    return data
 
 
 class ChunkReader(io.RawIOBase):

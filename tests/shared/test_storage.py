@@ -55,3 +55,13 @@ def test_an_append_rolled_back_leaves_the_file_as_it_was(rt):
     except RuntimeError:
         pass
     assert b"".join(storage.iter_chunks(rt.db, file_id)) == b"kept"
+
+
+def test_a_file_reads_back_empty_before_its_first_chunk_and_past_its_end(rt):
+    file_id = _new_file(rt)
+    assert list(storage.iter_chunks(rt.db, file_id)) == []
+    with rt.db.transaction() as cur:
+        storage.append(cur, file_id, b"\x00\xff" * 10, 0)
+    assert b"".join(storage.iter_chunks(rt.db, file_id, 5)) == (b"\x00\xff" * 10)[5:]
+    assert list(storage.iter_chunks(rt.db, file_id, 20)) == []
+    assert list(storage.iter_chunks(rt.db, file_id, CHUNK_BYTES + 1)) == []
