@@ -53,6 +53,7 @@ class ParsedBatch:
     end_offset: int = 0
     end_line: int = 0
     ids: list[str] = field(default_factory=list)
+    id_set: set[str] = field(default_factory=set)  # the same ids (distinct within a batch), to look up
     data: bytes = b""
     repeated_in_batch: int = 0
     rejected: int = 0
@@ -157,7 +158,7 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
     rows_limit = first_rows or limits.rows
     while True:
         batch = ParsedBatch(start_offset=stream.offset)
-        seen_ids: set[str] = set()
+        seen_ids = batch.id_set
         moments: list[float] = []
         lines: list[bytes] = []
         count = size = 0

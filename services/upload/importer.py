@@ -90,7 +90,7 @@ class PlannedBatch:
 
     def conflicts_with(self, earlier: PlannedBatch) -> bool:
         # The same response id in both: the later COPY would wait on the earlier batch's uncommitted key.
-        return not set(self.parsed.ids).isdisjoint(earlier.parsed.ids)
+        return not self.parsed.id_set.isdisjoint(earlier.parsed.id_set)
 
 
 class UploadJob:
