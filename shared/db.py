@@ -75,6 +75,8 @@ class Database:
         self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._kept: list[psycopg2.extensions.connection] = []  # given back by borrowers, idle
+        self._kept_pid = 0
 
     def _connect_options(self) -> dict:
         options = {"connect_timeout": self.connect_timeout, "keepalives": 1, "keepalives_idle": 10,
@@ -100,6 +102,31 @@ class Database:
     def connect(self) -> psycopg2.extensions.connection:
         """A new connection outside the pool, with the pool's options; the caller closes it."""
         return psycopg2.connect(self.dsn, **self._connect_options())
+
+    def borrow(self) -> psycopg2.extensions.connection:
+        """A connection outside the pool, for a thread that runs transactions of its own on it (a pipelined
+        batch's lane): one given back earlier and still connected, or a new one. A task resumed on this
+        worker then starts without waiting for a new backend. Give it back with give_back(), or close it."""
+        while True:
+            with self._lock:
+                if self._kept_pid != os.getpid():  # after a fork: the parent's connections are not ours
+                    self._kept, self._kept_pid = [], os.getpid()
+                conn = self._kept.pop() if self._kept else None
+            if conn is None:
+                return self.connect()
+            if not is_dead(conn):
+                return conn
+            conn.close()
+
+    def give_back(self, conn: psycopg2.extensions.connection) -> None:
+        """Keep a borrowed connection for the next borrower, if it is idle and fewer than `maxconn` are kept;
+        close it otherwise."""
+        if not conn.closed and conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            with self._lock:
+                if self._kept_pid == os.getpid() and len(self._kept) < self.maxconn:
+                    self._kept.append(conn)
+                    return
+        conn.close()
 
     def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
         if self._pool is None or self._pid != os.getpid():
@@ -171,6 +198,10 @@ class Database:
         if self._pool is not None and self._pid == os.getpid():
             self._pool.closeall()
         self._pool = None
+        with self._lock:
+            kept, self._kept = (self._kept if self._kept_pid == os.getpid() else []), []
+        for conn in kept:
+            conn.close()
 
 
 @contextmanager

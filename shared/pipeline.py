@@ -6,7 +6,9 @@ before it committed and left the task running, and its checkpoint UPDATE names t
 (`save_progress(after=...)`): a batch whose predecessor rolled back, or that a stale runner started, can
 never commit. So each batch keeps the runner's guarantee (its writes, checkpoint and progress in one
 transaction: a crash loses or duplicates nothing) and only the writing overlaps: two COPY streams keep two
-PostgreSQL processes busy where one would leave the second core idle.
+PostgreSQL processes busy where one would leave the second core idle. The lanes' connections are borrowed
+from the Database (`borrow`/`give_back`) and kept between runs, so a resumed task's first batch does not wait
+for a new PostgreSQL backend.
 
 A batch that waits in Python for its predecessor holds the locks of its writes (its new unique keys). Should
 the predecessor wait on another task that waits on those keys, PostgreSQL cannot see the cycle: every lane's
@@ -16,7 +18,6 @@ task goes on from its checkpoint.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections import deque
@@ -58,7 +59,6 @@ class Pipeline:
         self._task = task
         self._save = save
         self._control = StopListener.of(broker)
-        self._idle: queue.SimpleQueue = queue.SimpleQueue()
         self._busy: set[psycopg2.extensions.connection] = set()
         self._busy_lock = threading.Lock()
         self._window: deque[Future] = deque()
@@ -113,9 +113,7 @@ class Pipeline:
         finally:
             with self._busy_lock:
                 self._busy.discard(conn)
-            usable = not conn.closed and (conn.get_transaction_status()
-                                          == psycopg2.extensions.TRANSACTION_STATUS_IDLE)
-            self._idle.put(conn) if usable else conn.close()
+            self._db.give_back(conn)  # kept for the next batch, of this run or the next
 
     def _write_and_commit(self, conn, planned: Planned, before: Future, serial: bool) -> Step:
         abandoned = Step(Stop.CONTINUE)  # state unknown: never returned to the runner, which has moved on
@@ -138,10 +136,7 @@ class Pipeline:
             return self._save(cur, batch, started, after=previous.checkpoint)
 
     def _connection(self) -> psycopg2.extensions.connection:
-        try:
-            conn = self._idle.get_nowait()
-        except queue.Empty:
-            conn = self._db.connect()
+        conn = self._db.borrow()
         with self._busy_lock:
             self._busy.add(conn)
         return conn
@@ -161,11 +156,6 @@ class Pipeline:
 
     def close(self) -> None:
         self.drain()
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
 
 
 def _runs_on(step: Step) -> bool:

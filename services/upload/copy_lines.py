@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from operator import itemgetter
 from typing import Any
 
@@ -53,7 +54,6 @@ class ParsedBatch:
     end_offset: int = 0
     end_line: int = 0
     ids: list[str] = field(default_factory=list)
-    id_set: set[str] = field(default_factory=set)  # the same ids (distinct within a batch), to look up
     data: bytes = b""
     repeated_in_batch: int = 0
     rejected: int = 0
@@ -61,6 +61,11 @@ class ParsedBatch:
     # Forms that got answers to questions they had none for yet in this run: those questions, in order.
     questions_seen: dict[str, list[str]] = field(default_factory=dict)
     finished: bool = False
+
+    @cached_property
+    def id_set(self) -> set[str]:
+        """The batch's response ids as a set (made once: a batch is compared with the one before and after)."""
+        return set(self.ids)
 
     @property
     def size(self) -> int:
@@ -158,7 +163,7 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
     rows_limit = first_rows or limits.rows
     while True:
         batch = ParsedBatch(start_offset=stream.offset)
-        seen_ids = batch.id_set
+        seen_ids: set[str] = set()
         moments: list[float] = []
         lines: list[bytes] = []
         count = size = 0

@@ -3,12 +3,12 @@ written, on a connection of its own, and still every batch commits alone, in ord
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 
-import psycopg2
 import pytest
 
 from services.control.commands import TaskControl
@@ -271,11 +271,28 @@ def test_a_lane_whose_connection_is_killed_is_redone_on_a_new_one(rt, written):
     assert stored(rt, task).result == {"written": BATCHES}
 
 
-def test_lane_connections_are_closed_when_the_run_ends(rt, written):
-    task = new_task(rt)
+def test_lane_connections_are_kept_for_the_next_run_and_a_dead_one_is_replaced(rt, written):
+    # Given a run whose lanes opened connections of their own
     opened = []
     job = CountingJob(lambda cur, batch: opened.append(cur.connection))
-    BatchRunner(rt.db, rt.broker, rt.settings).run(job, task.id)
-    lanes = {conn for conn in opened[1:] if conn is not opened[0]}
-    assert lanes and all(conn.closed for conn in lanes)
-    assert isinstance(opened[0], psycopg2.extensions.connection)
+    BatchRunner(rt.db, rt.broker, rt.settings).run(job, new_task(rt).id)
+    first_lanes = {conn for conn in opened[1:] if conn is not opened[0]}
+    assert first_lanes and not any(conn.closed for conn in first_lanes)
+    # When another task runs, one of the kept connections having lost its backend in between
+    dead = next(iter(first_lanes))
+    with rt.db.transaction() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", (dead.get_backend_pid(),))
+    wait_for(lambda: _readable(dead))  # its backend's farewell has arrived
+    opened.clear()
+    BatchRunner(rt.db, rt.broker, rt.settings).run(CountingJob(lambda cur, batch: opened.append(cur.connection)),
+                                                   new_task(rt).id)
+    second_lanes = {conn for conn in opened[1:] if conn is not opened[0]}
+    # Then its lanes wrote on the live kept connections, not the dead one, which was closed
+    assert second_lanes & (first_lanes - {dead}) and dead not in second_lanes and dead.closed
+    # And closing the database closes every kept connection
+    rt.db.close()
+    assert all(conn.closed for conn in first_lanes | second_lanes)
+
+
+def _readable(conn) -> bool:
+    return bool(select.select([conn], [], [], 0)[0])
