@@ -28,6 +28,7 @@ from typing import Any
 
 import psycopg2.extensions
 
+from shared import thread_starts
 from shared.batches import PipelinedJob, Planned, Step, Stop
 from shared.db import transaction_on
 from shared.stop_requests import StopListener
@@ -103,7 +104,7 @@ class Pipeline:
                 with suppress(Exception):
                     future.set_exception(exc)
 
-        threading.Thread(target=run, name=f"batch-lane-{self._task.id}", daemon=True).start()
+        thread_starts.start(threading.Thread(target=run, name=f"batch-lane-{self._task.id}", daemon=True))
         return future
 
     def _lane(self, planned: Planned, before: Future, serial: bool) -> Step:

@@ -9,6 +9,8 @@ import threading
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
+from shared import thread_starts
+
 T = TypeVar("T")
 _DONE = object()
 
@@ -24,7 +26,7 @@ class ReadAhead(Generic[T]):
         self._room = threading.Semaphore(depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="read-ahead", daemon=True)
-        self._thread.start()
+        thread_starts.start(self._thread)  # possibly from a batch a stop request may interrupt
 
     def _produce(self) -> None:
         try:

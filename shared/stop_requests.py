@@ -25,6 +25,8 @@ import dramatiq
 from dramatiq.middleware import Middleware
 from dramatiq.threading import Interrupt, raise_thread_exception
 
+from shared.thread_starts import THREAD_STARTS
+
 logger = logging.getLogger(__name__)
 
 
@@ -129,6 +131,7 @@ class StopListener(Middleware):
                 if connection is not None:
                     with contextlib.suppress(Exception):  # a dead connection: the thread's exception ends it
                         connection.cancel()
-                raise_thread_exception(thread_id, StopRequested)
+                with THREAD_STARTS:  # never while a thread starts: it could land in the new thread
+                    raise_thread_exception(thread_id, StopRequested)
         logger.info("task %s: stop requested, cancelling %d batch(es) in flight", task_id, len(batches))
         return True
