@@ -6,19 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from operator import itemgetter
 from typing import Any
 
 from services.upload.csv_format import (
-    PLAIN_TIMESTAMP,
-    UUID_TEXT,
     CsvStream,
     Header,
     parse_response_id,
     parse_submitted_at,
-    timestamp_for_copy,
+    submitted_at_for_copy,
 )
 from shared.formula_cells import FIRST_CHARACTERS, answers_may_hold_formula
 
@@ -182,9 +180,9 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
             elif encoded[0] in seen_ids:
                 batch.repeated_in_batch += 1
             else:
-                response_id, moment, data = encoded
+                response_id, form_id, moment, data = encoded
                 seen_ids.add(response_id)
-                encoder.note_answers()
+                encoder.note_answers(form_id, row)
                 batch.ids.append(response_id)
                 lines.append(data)
                 moments.append(moment)
@@ -208,8 +206,8 @@ _FORMS_REMEMBERED = 4096
 
 class _RowEncoder:
     """Checks a record and encodes it as a COPY line of `responses`. Per row only what differs from row to row
-    is worked out: a form id cell's encoding is remembered, and a record is first tried in the forms nearly
-    every file uses (a canonical UUID, a plain ISO-8601 time), the general parsers taking the rest."""
+    is worked out: a form id cell's encoding is remembered (the other fields' parsers take the forms nearly
+    every file uses first: csv_format)."""
 
     def __init__(self, header: Header, prefix: str, suffix: str) -> None:
         self._width = len(header.columns)
@@ -222,36 +220,23 @@ class _RowEncoder:
         self._forms: dict[str, tuple[str, str, bool]] = {}
         self._unanswered = _Unanswered(positions)
         self._newly_answered: dict[str, set[int]] = {}
-        self._last: tuple[str, list[str]] = ("", [])
 
-    def encode(self, row: list[str]) -> tuple[str, float, bytes] | None:
-        """(response id, submission time as a sort key, COPY line), or None when the row cannot be imported."""
+    def encode(self, row: list[str]) -> tuple[str, str, float, bytes] | None:
+        """(response id, form id, submission time as a sort key, COPY line), or None when the row cannot be
+        imported."""
         if len(row) != self._width:
             return None
-        response_id = row[self._rid]
-        response_id = response_id.lower() if _CANONICAL_UUID(response_id) else parse_response_id(response_id)
+        response_id = parse_response_id(row[self._rid])
         form = self._forms.get(row[self._fid]) or self._form(row[self._fid])
-        text = row[self._sat]
-        if _PLAIN_TIMESTAMP(text):
-            try:
-                moment = datetime.fromisoformat(text)
-            except ValueError:
-                return None
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-        else:
-            moment = parse_submitted_at(text)
-            if moment is None:
-                return None
-            text = timestamp_for_copy(text, moment)
-        if response_id is None or form is None:
+        submitted_at = submitted_at_for_copy(row[self._sat])
+        if response_id is None or form is None or submitted_at is None:
             return None
-        self._last = form[0], row
+        text, moment = submitted_at
         answers = answers_array(self._answers(row))
         marked = form[2] or answers_may_hold_formula(answers)
         line = (f"{self._prefix}{response_id}\t{form[1]}\t{text}\t{_copy_text(answers)}{self._suffix}"
                 f"{'t' if marked else 'f'}\n")
-        return response_id, moment.timestamp(), line.encode()
+        return response_id, form[0], moment.timestamp(), line.encode()
 
     def _form(self, cell: str) -> tuple[str, str, bool] | None:
         form_id = cell.strip()
@@ -266,10 +251,8 @@ class _RowEncoder:
         """Why a record encode() refused cannot be imported."""
         return _checked(row, self._width, self._rid, self._fid, self._sat)[0] or "the row cannot be imported"
 
-    def note_answers(self) -> None:
-        """Remember which questions the form of the row encoded last has now had answered (see
-        take_questions_seen)."""
-        form_id, row = self._last
+    def note_answers(self, form_id: str, row: list[str]) -> None:
+        """Remember which questions of the form the row (one that is stored) answered (see take_questions_seen)."""
         answered = self._unanswered.answered_by(form_id, row)
         if answered:
             self._newly_answered.setdefault(form_id, set()).update(answered)
@@ -281,10 +264,6 @@ class _RowEncoder:
                 for form_id, positions in self._newly_answered.items()}
         self._newly_answered = {}
         return seen
-
-
-_CANONICAL_UUID = UUID_TEXT.fullmatch
-_PLAIN_TIMESTAMP = PLAIN_TIMESTAMP.fullmatch
 
 
 @dataclass(frozen=True)
