@@ -69,11 +69,6 @@ class ParsedBatch:
     def size(self) -> int:
         return len(self.data)
 
-    @property
-    def lines(self) -> list[bytes]:
-        """The COPY lines (a value's own line breaks are escaped in COPY text, so each row is one line)."""
-        return self.data.splitlines(keepends=True)
-
 
 # What remembering which questions each form has had answered may cost (about 300 bytes a form and 40 a
 # question): past it the memory is forgotten, which only means sending some questions to PostgreSQL again.
@@ -161,7 +156,7 @@ def parse_batches(stream: CsvStream, header: Header, limits: BatchLimits, organi
     rows_limit = first_rows or limits.rows
     while True:
         batch = ParsedBatch(start_offset=stream.offset)
-        seen_ids: set[str] = set()
+        seen_ids = batch.id_set  # kept in step with batch.ids below: the set is made once, here
         moments: list[float] = []
         lines: list[bytes] = []
         count = size = 0
