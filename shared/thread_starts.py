@@ -11,6 +11,7 @@ and threads that may be started by a thread that can be interrupted are started 
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Executor, Future
 
 THREAD_STARTS = threading.Lock()
 
@@ -20,3 +21,10 @@ def start(thread: threading.Thread) -> threading.Thread:
     with THREAD_STARTS:
         thread.start()
     return thread
+
+
+def submit(pool: Executor, fn, /, *args, **kwargs) -> Future:
+    """`pool.submit(fn, ...)`, which may start one of the pool's threads, with no asynchronous exception raised
+    in this process meanwhile."""
+    with THREAD_STARTS:
+        return pool.submit(fn, *args, **kwargs)

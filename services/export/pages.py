@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg2
 
-from shared.thread_starts import THREAD_STARTS
+from shared import thread_starts
 
 Key = list[str]  # [submitted_at, response_id] as text, as the checkpoint keeps it
 # probe(cursor, after): the key the page starting after `after` ends at, None when it runs to the range's end.
@@ -109,8 +109,8 @@ class PageReader:
             if self._tail.done() and self._tail.exception() is None and self._tail.result() is _NO_MORE:
                 return  # the range's last page is on its way
             pending = _Pending(self._tail, statement)
-            with THREAD_STARTS:  # the pool may start a thread, and this thread runs an interruptible batch
-                pending.page = self._pool.submit(self._probe_and_read, pending, probe, params)
+            # The pool may start a thread, and this thread runs an interruptible batch.
+            pending.page = thread_starts.submit(self._pool, self._probe_and_read, pending, probe, params)
             self._pending.append(pending)
             self._tail = pending.end
 
