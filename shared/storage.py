@@ -40,20 +40,49 @@ def attach_to_task(cur, file_id: uuid.UUID, task_id: uuid.UUID) -> None:
 def write_stream(cur, file_id: uuid.UUID, stream, limit: int | None = None) -> int:
     """Copy a readable byte stream into the file, chunk by chunk; returns its size.
 
-    Raises FileTooLarge as soon as more than `limit` bytes have been read."""
-    size = 0
-    seq = 0
-    while True:
-        chunk = _read_full(stream, CHUNK_BYTES)
-        if not chunk:
-            break
-        size += len(chunk)
-        if limit is not None and size > limit:
-            raise FileTooLarge(limit)
-        _copy_chunk(cur, file_id, seq, chunk)
-        seq += 1
-    cur.execute("UPDATE stored_files SET size_bytes = %s WHERE id = %s", (size, file_id))
-    return size
+    One COPY carries every chunk, so PostgreSQL stores a chunk while the next is being read (the stream is
+    typically a request body still arriving). Raises FileTooLarge as soon as more than `limit` bytes have been
+    read; whatever the stream raises is raised here too, with the chunks copied so far left to the caller's
+    transaction to roll back."""
+    rows = _ChunkRows(file_id, stream, limit)
+    cur.copy_expert(_COPY_CHUNK, rows, size=CHUNK_BYTES)
+    if rows.error is not None:
+        raise rows.error
+    cur.execute("UPDATE stored_files SET size_bytes = %s WHERE id = %s", (rows.size, file_id))
+    return rows.size
+
+
+class _ChunkRows:
+    """The stream as binary COPY data of stored_file_chunks, a chunk a read. psycopg2 turns an exception
+    raised by read() into a generic QueryCanceled, so one is kept (the data ends there) and re-raised by the
+    caller once the COPY is over."""
+
+    def __init__(self, file_id: uuid.UUID, stream, limit: int | None) -> None:
+        self._file_id, self._stream, self._limit = file_id, stream, limit
+        self._seq = 0
+        self._pending = _PGCOPY_HEADER
+        self.size = 0
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        if self._pending is None:
+            return b""
+        try:
+            chunk = _read_full(self._stream, CHUNK_BYTES)
+            self.size += len(chunk)
+            if self._limit is not None and self.size > self._limit:
+                raise FileTooLarge(self._limit)
+        except BaseException as exc:  # noqa: BLE001 - kept whole (even an interrupt) and re-raised by the caller
+            self.error, chunk = exc, b""
+        if chunk:
+            # Binary COPY tuple: field count, then each field as length + bytes (uuid, int4, bytea).
+            out = b"".join((self._pending, struct.pack("!hi", 3, 16), self._file_id.bytes,
+                            struct.pack("!iii", 4, self._seq, len(chunk)), chunk))
+            self._seq += 1
+            self._pending = b""
+        else:
+            out, self._pending = self._pending + _PGCOPY_TRAILER, None
+        return out
 
 
 def _read_full(stream, size: int) -> bytes:
@@ -97,20 +126,6 @@ _PGCOPY_TRAILER = struct.pack("!h", -1)
 
 
 _COPY_CHUNK = "COPY stored_file_chunks (file_id, seq, data) FROM STDIN WITH (FORMAT binary)"
-
-
-def _copy_chunk(cur, file_id: uuid.UUID, seq: int, chunk: bytes) -> None:
-    """Insert one chunk with a binary COPY (a bytea bind parameter would travel hex-encoded)."""
-    row = io.BytesIO()
-    row.write(_PGCOPY_HEADER)
-    # Binary COPY tuple: field count, then each field as length + bytes (uuid, int4, bytea).
-    row.write(struct.pack("!hi", 3, 16))
-    row.write(file_id.bytes)
-    row.write(struct.pack("!iii", 4, seq, len(chunk)))
-    row.write(chunk)
-    row.write(_PGCOPY_TRAILER)
-    row.seek(0)
-    cur.copy_expert(_COPY_CHUNK, row)
 
 
 def append(cur, file_id: uuid.UUID, data: bytes, size_before: int) -> int:

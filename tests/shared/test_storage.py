@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import uuid
 
+import pytest
+
 from shared import orgs, storage
 from shared.storage import CHUNK_BYTES
 
@@ -65,3 +67,48 @@ def test_a_file_reads_back_empty_before_its_first_chunk_and_past_its_end(rt):
     assert b"".join(storage.iter_chunks(rt.db, file_id, 5)) == (b"\x00\xff" * 10)[5:]
     assert list(storage.iter_chunks(rt.db, file_id, 20)) == []
     assert list(storage.iter_chunks(rt.db, file_id, CHUNK_BYTES + 1)) == []
+
+
+class _Trickle:
+    """A byte stream that hands out at most `step` bytes a read (as a socket does), then raises `fail` if
+    given instead of ending."""
+
+    def __init__(self, data: bytes, step: int, fail: BaseException | None = None) -> None:
+        self.data, self.step, self.fail, self.at = data, step, fail, 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self.at >= len(self.data) and self.fail is not None:
+            raise self.fail
+        part = self.data[self.at:self.at + min(size, self.step)]
+        self.at += len(part)
+        return part
+
+
+def test_a_streamed_file_is_stored_whole_in_chunk_bytes_chunks(rt):
+    # Given a stream of 2.5 chunks that arrives 100,000 bytes a read, and an empty one
+    data = os.urandom(2 * CHUNK_BYTES + CHUNK_BYTES // 2)
+    file_id, empty_id = _new_file(rt), _new_file(rt)
+    with rt.db.transaction() as cur:
+        size = storage.write_stream(cur, file_id, _Trickle(data, 100_000), limit=len(data))
+        assert storage.write_stream(cur, empty_id, _Trickle(b"", 1)) == 0
+    # Then both read back exactly, the first in full chunks and a shorter last one
+    assert size == len(data)
+    assert b"".join(storage.iter_chunks(rt.db, file_id)) == data
+    assert _chunk_sizes(rt, file_id) == [CHUNK_BYTES, CHUNK_BYTES, CHUNK_BYTES // 2]
+    assert list(storage.iter_chunks(rt.db, empty_id)) == []
+    with rt.db.transaction() as cur:
+        assert storage.file_info(cur, file_id)["size_bytes"] == len(data)
+
+
+def test_a_stream_past_the_limit_or_failing_raises_its_own_error_and_stores_nothing(rt):
+    # Given a stream one byte over the limit, and one whose reader fails after two chunks (a client gone)
+    data = os.urandom(2 * CHUNK_BYTES)
+    for stream, expected in [(_Trickle(data + b"x", 65_536), storage.FileTooLarge),
+                             (_Trickle(data, 65_536, fail=ConnectionResetError("client went away")),
+                              ConnectionResetError)]:
+        file_id = _new_file(rt)
+        # When it is written in a transaction, the stream's own error comes out (not the COPY's), and the
+        # transaction rolls back every chunk already copied
+        with pytest.raises(expected), rt.db.transaction() as cur:
+            storage.write_stream(cur, file_id, stream, limit=len(data))
+        assert list(storage.iter_chunks(rt.db, file_id)) == []
