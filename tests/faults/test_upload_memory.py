@@ -61,7 +61,7 @@ def upload_worker(rt):
     namespace = f"rss-{uuid.uuid4().hex[:8]}"
     log = Path(tempfile.mkdtemp(prefix="collect-rss-")) / "worker.log"
     # The production batch sizes (the test suite's environment shrinks UPLOAD_BATCH_ROWS to 200).
-    env = {**os.environ, "BROKER_NAMESPACE": namespace, "UPLOAD_BATCH_ROWS": "10000",
+    env = {**os.environ, "BROKER_NAMESPACE": namespace, "UPLOAD_BATCH_ROWS": "20000",
            "UPLOAD_BATCH_BYTES": str(16 * 1024 * 1024), "TASK_LEASE_SECONDS": "30",
            # Its own port for Dramatiq's Prometheus exporter: another worker may hold the default one.
            "dramatiq_prom_port": str(free_port())}

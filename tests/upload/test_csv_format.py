@@ -178,7 +178,7 @@ def test_the_batch_limits_come_from_the_settings():
     from shared.config import Settings
 
     defaults = BatchLimits.from_settings(Settings.from_env({}))
-    assert (defaults.rows, defaults.bytes, defaults.field_bytes) == (10000, 16 * 1024 * 1024, 1024 * 1024)
+    assert (defaults.rows, defaults.bytes, defaults.field_bytes) == (20000, 16 * 1024 * 1024, 1024 * 1024)
     configured = BatchLimits.from_settings(Settings.from_env({"UPLOAD_BATCH_ROWS": "7", "UPLOAD_BATCH_BYTES": "4096",
                                                               "MAX_FIELD_BYTES": "100"}))
     assert (configured.rows, configured.bytes, configured.field_bytes) == (7, 4096, 100)
