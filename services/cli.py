@@ -15,7 +15,7 @@ import click
 
 from services.client.commands import add_client_commands, connection_options
 from shared.config import ConfigError, Settings
-from shared.db import Database
+from shared.db import Database, DatabaseUnreachable, ensure_database, without_password
 from shared.migrate import migrate
 from shared.services import SERVICE_NAMES, SERVICES, Service
 
@@ -77,7 +77,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except ConfigError as exc:
+        except (ConfigError, DatabaseUnreachable) as exc:
             raise click.ClickException(str(exc)) from None
 
 
@@ -87,11 +87,18 @@ def main() -> None:
     """Collect Tasks: pausable, resumable, revocable upload and export tasks."""
 
 
+def _migrate(database_url: str) -> int:
+    """Create the database if its server has none of that name yet, then bring its schema up to date."""
+    if ensure_database(database_url):
+        click.echo(f"created database {without_password(database_url)}", err=True)
+    return migrate(database_url)
+
+
 @main.command("migrate")
 def migrate_command() -> None:
     """Bring the database schema up to date."""
     settings, embedded = _settings_with_database()
-    applied = migrate(settings.database_url)
+    applied = _migrate(settings.database_url)
     click.echo(f"{applied} migration(s) applied")
 
 
@@ -105,7 +112,7 @@ def keys() -> None:
 def keys_create(organization: str) -> None:
     """Create an API key for an organization; the key is the last line printed."""
     settings, embedded = _settings_with_database()
-    migrate(settings.database_url)
+    _migrate(settings.database_url)
     click.echo(f"API key for organization {organization!r} (shown once, store it safely):")
     click.echo(_create_key(settings, organization))
 
@@ -126,7 +133,7 @@ def _create_key(settings: Settings, organization: str) -> str:
 def up(dev_key: bool) -> None:
     """Run the gateway (gunicorn), one worker per service domain and the scheduler, until interrupted."""
     settings, embedded = _settings_with_database(start_redis=True)
-    migrate(settings.database_url)
+    _migrate(settings.database_url)
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
     metrics_dir, environments = metrics_environments(env, settings.worker_metrics_port)
     commands = stack_commands()

@@ -7,7 +7,7 @@ import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extras
@@ -235,6 +235,48 @@ def _run_outside_transaction(server_url: str, statement: sql.Composable) -> None
             cur.execute(statement)
     finally:
         conn.close()
+
+
+class DatabaseUnreachable(Exception):
+    """The database a URL names cannot be connected to (the message says why, the URL without its password)."""
+
+
+def without_password(url: str) -> str:
+    """The URL as it may be shown: its password, if any, replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database `url` names when its server answers but the database does not exist yet; whether
+    it was created. Raises DatabaseUnreachable when the server cannot be reached or the database cannot be
+    created (no CREATEDB privilege, say)."""
+    name = unquote(urlsplit(url).path.lstrip("/"))
+    try:
+        psycopg2.connect(url).close()
+        return False
+    except psycopg2.OperationalError as exc:
+        if not name or f'database "{name}" does not exist' not in str(exc):
+            raise DatabaseUnreachable(f"cannot connect to {without_password(url)}: {_first_line(exc)}") from None
+    try:
+        # On the server's maintenance database, which every PostgreSQL server has.
+        _run_outside_transaction(with_database(url, "postgres"),
+                                 sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg2.errors.DuplicateDatabase:
+        return False  # another process created it meanwhile
+    except psycopg2.Error as exc:
+        raise DatabaseUnreachable(f"database {name!r} does not exist on {without_password(url)} and could not "
+                                  f"be created: {_first_line(exc)}") from None
+    return True
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def drop_database(server_url: str, name: str) -> None:
