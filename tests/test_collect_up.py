@@ -66,8 +66,10 @@ def upload_workers(process: subprocess.Popen) -> list[psutil.Process]:
 def test_collect_up_restarts_a_killed_worker_and_the_upload_completes(stack, rt):
     base, env, process = stack
     # The key printed last by `collect keys create`
-    out = subprocess.run([os.path.join(BIN, "collect"), "keys", "create", "--org", "up-test"], env=env, cwd=ROOT,
-                         capture_output=True, text=True, check=True)
+    # (an organization of this run's own: the same file uploaded twice to one organization inserts nothing anew)
+    organization = f"up-test-{uuid.uuid4().hex[:8]}"
+    out = subprocess.run([os.path.join(BIN, "collect"), "keys", "create", "--org", organization], env=env,
+                         cwd=ROOT, capture_output=True, text=True, check=True)
     key = out.stdout.strip().splitlines()[-1]
     assert key.startswith("ck_")
     body, headers = multipart(csv_bytes(ROWS, seed=5))
