@@ -251,26 +251,36 @@ def without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def ensure_database(url: str) -> bool:
-    """Create the database `url` names when its server answers but the database does not exist yet; whether
-    it was created. Raises DatabaseUnreachable when the server cannot be reached or the database cannot be
-    created (no CREATEDB privilege, say)."""
+def ensure_database(url: str, connect_timeout: int = 5) -> bool:
+    """Create the database `url` names when its server answers but has no database of that name yet; whether
+    it was created. Raises DatabaseUnreachable when the server cannot be reached, the database exists but
+    refuses the connection, or it cannot be created (no CREATEDB privilege, say)."""
     name = unquote(urlsplit(url).path.lstrip("/"))
     try:
-        psycopg2.connect(url).close()
+        psycopg2.connect(url, connect_timeout=connect_timeout).close()
         return False
     except psycopg2.OperationalError as exc:
-        if not name or f'database "{name}" does not exist' not in str(exc):
-            raise DatabaseUnreachable(f"cannot connect to {without_password(url)}: {_first_line(exc)}") from None
+        unreachable = DatabaseUnreachable(f"cannot connect to {without_password(url)}: {_first_line(exc)}")
+    # Whether the database is what is missing is asked of the server's maintenance database, which every
+    # PostgreSQL server has (the error's wording follows the server's language).
     try:
-        # On the server's maintenance database, which every PostgreSQL server has.
-        _run_outside_transaction(with_database(url, "postgres"),
-                                 sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn = psycopg2.connect(with_database(url, "postgres"), connect_timeout=connect_timeout)
+    except psycopg2.OperationalError:
+        raise unreachable from None
+    conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if not name or cur.fetchone() is not None:
+                raise unreachable  # it exists: the connection failed for another reason
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     except psycopg2.errors.DuplicateDatabase:
         return False  # another process created it meanwhile
     except psycopg2.Error as exc:
         raise DatabaseUnreachable(f"database {name!r} does not exist on {without_password(url)} and could not "
                                   f"be created: {_first_line(exc)}") from None
+    finally:
+        conn.close()
     return True
 
 

