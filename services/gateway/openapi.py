@@ -4,7 +4,8 @@ Each resource documents itself: the YAML after `---` in a responder's docstring 
 ...), or in the resource class's docstring, is that operation, and a resource may contribute reusable
 pieces in an `openapi_components` attribute ({"parameters": {...}, "responses": {...}}). This module
 only walks Falcon's router, collects them with apispec, and adds what the gateway itself answers for
-every route: the 401 of the API-key check on /api/ routes and the 500 of an unexpected error.
+every route: the 401 of the API-key check on /api/ routes, the 414 of a request line over gunicorn's limit
+and the 500 of an unexpected error.
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ def build_spec(app: falcon.App, *, title: str = "Collect Tasks API",
             if api:
                 operation.setdefault("security", [{"bearerAuth": []}])
                 responses.setdefault(401, {"$ref": "#/components/responses/Unauthorized"})
+            responses.setdefault(414, {"$ref": "#/components/responses/UriTooLong"})
             responses.setdefault(500, {"$ref": "#/components/responses/InternalServerError"})
         declared = {parameter_names.get(p, p) if isinstance(p, str) else p["name"]
                     for operation in operations.values() for p in operation.get("parameters", [])}

@@ -87,6 +87,9 @@ _PROBLEM_RESPONSES = {
     "ContentTooLarge": (413, "Payload Too Large",
                         "the file is larger than MAX_UPLOAD_BYTES (1073741824 bytes)",
                         {"max_upload_bytes": 1073741824}, "The file is larger than the server accepts."),
+    "UriTooLong": (414, "URI Too Long", "Request Line is too large (5114 > 4094)", {},
+                   "The request line (method, path and query string) is longer than 4094 bytes; refused before "
+                   "the request is read."),
     "UnsupportedMediaType": (415, "Unsupported Media Type",
                              "send the CSV as multipart/form-data with the file in the field 'file'", {},
                              "The body is not multipart/form-data."),

@@ -51,3 +51,13 @@ def test_a_request_gunicorn_cannot_parse_is_answered_with_a_problem(live_gateway
     assert b"Content-Type: application/problem+json" in head
     problem = json.loads(body)
     assert problem["status"] == 400 and "CONTENT-LENGTH" in problem["detail"].upper()
+
+
+def test_a_request_line_over_gunicorns_limit_is_a_414_problem(live_gateway):
+    # Given a request whose query string makes its request line longer than gunicorn's 4094 bytes
+    status, headers, body = get(f"{live_gateway.url}/api/tasks/?state={'x' * 5000}")
+    # Then it is a 414 problem+json, before the app (and its API-key check) sees it
+    assert status == 414
+    assert headers["Content-Type"] == "application/problem+json"
+    problem = json.loads(body)
+    assert problem["status"] == 414 and "4094" in problem["detail"]
